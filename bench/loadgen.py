@@ -1,0 +1,473 @@
+"""Load-generator worker: one process holding many chat clients.
+
+The controller (`run.py`) starts workers as `python loadgen.py '<json config>'`
+and drives them with one JSON command per line on stdin; every command gets
+exactly one JSON reply line on stdout. Commands:
+
+- `{"cmd": "connect", "count": n, "concurrency": c, "timeout": s}`: open n
+  connections, each joining the configured room; replies with how many
+  joined, how many failed and the elapsed time.
+- `{"cmd": "send", "phase": p, "rate": r, "duration": d, "senders": s}`: the
+  first s connections say chat messages at r messages/s in total for d
+  seconds (at most r*d messages); replies when the last one is written.
+- `{"cmd": "stats", "phase": p}`: deliveries of phase p received so far, their
+  latency histogram, and this process's CPU time.
+- `{"cmd": "stall", "count": k}`: stop reading on the last k connections (a
+  stalled client whose kernel buffers fill up).
+- `{"cmd": "close"}`: close every connection and exit.
+
+WebSocket clients use picows (a compiled client, so the generator costs far
+less CPU per delivery than the servers under test); TCP clients use a plain
+asyncio protocol. Each chat message carries `B|<phase>|<sender>|<seq>|<t_ns>|`
+padded with `x`, and `t_ns` is CLOCK_MONOTONIC, shared by every process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import resource
+import sys
+import time
+
+from picows import WSListener, WSMsgType, WSTransport, ws_connect
+
+MONO = time.monotonic_ns
+MARK = b"B|"
+# Latency histogram: bucket i holds latencies in [1.02**i, 1.02**(i+1)) microseconds.
+HIST_RATIO = 1.02
+HIST_LOG = math.log(HIST_RATIO)
+HIST_SIZE = 1200  # 1.02**1200 us is far beyond any run
+
+
+class PhaseStats:
+    """Deliveries and latencies of one measured phase."""
+
+    __slots__ = ("count", "hist", "max_ns", "sum_ns")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.hist = [0] * HIST_SIZE
+        self.max_ns = 0
+        self.sum_ns = 0
+
+    def as_dict(self) -> dict:
+        return {"count": self.count, "hist": {str(i): n for i, n in enumerate(self.hist) if n},
+                "max_ns": self.max_ns, "sum_ns": self.sum_ns}
+
+
+class Recorder:
+    """Counts deliveries per phase; the hot path of the whole generator."""
+
+    def __init__(self) -> None:
+        self.phases: dict[int, PhaseStats] = {}
+        self.other = 0  # deliveries we could not parse
+
+    def record(self, data: bytes, now: int) -> None:
+        i = data.find(MARK)
+        if i < 0:
+            self.other += 1
+            return
+        parts = data[i + 2:i + 64].split(b"|", 4)
+        try:
+            phase = int(parts[0])
+            sent = int(parts[3])
+        except (ValueError, IndexError):
+            self.other += 1
+            return
+        stats = self.phases.get(phase)
+        if stats is None:
+            stats = self.phases[phase] = PhaseStats()
+        lat = now - sent
+        stats.count += 1
+        stats.sum_ns += lat
+        if lat > stats.max_ns:
+            stats.max_ns = lat
+        us = lat / 1000.0
+        idx = int(math.log(us) / HIST_LOG) if us > 1.0 else 0
+        stats.hist[idx if idx < HIST_SIZE else HIST_SIZE - 1] += 1
+
+
+RECORDER = Recorder()
+
+
+def chat_message(phase: int, sender: int, seq: int, size: int) -> str:
+    body = f"B|{phase}|{sender}|{seq}|{MONO()}|"
+    return body + "x" * (size - len(body)) if size > len(body) else body
+
+
+# --- dialects: how each server under test spells join / say / heartbeats ---------------
+
+
+class Dialect:
+    """Client side of one chat protocol. Frames are bytes (text for WebSocket)."""
+
+    transport = "ws"
+    path = "/ws"
+
+    def __init__(self, room: str) -> None:
+        self.room = room
+
+    def open_frames(self) -> list[bytes]:
+        """Frames to send as soon as the connection is open."""
+        return [json.dumps({"event": "roomAdd", "room": self.room}).encode()]
+
+    def control(self, data: bytes) -> tuple[str, bytes | None]:
+        """Classify a non-delivery frame: ("joined"|"failed"|"reply"|"other", frame to send)."""
+        if b'"context":"response"' in data or b'"context": "response"' in data:
+            try:
+                status = json.loads(data).get("status")
+            except ValueError:
+                return "other", None
+            return ("joined" if status == "OK" else "failed:" + str(status)), None
+        return "other", None
+
+    def say_frame(self, message: str) -> bytes:
+        return b'{"event":"say","room":"%s","message":"%s"}' % (self.room.encode(), message.encode())
+
+
+class RoomcastWS(Dialect):
+    pass
+
+
+class ActionheroWS(Dialect):
+    """ActionHero 29 websocket server: Primus with its JSON parser."""
+
+    path = "/primus"
+
+    def control(self, data: bytes) -> tuple[str, bytes | None]:
+        if data.startswith(b'"primus::ping::'):
+            return "other", b'"primus::pong::' + data[len(b'"primus::ping::'):]
+        return super().control(data)
+
+
+class SocketIO(Dialect):
+    """Engine.IO 4 / Socket.IO 5 over a raw WebSocket."""
+
+    path = "/socket.io/?EIO=4&transport=websocket"
+
+    def open_frames(self) -> list[bytes]:
+        return []  # wait for the Engine.IO open packet
+
+    def control(self, data: bytes) -> tuple[str, bytes | None]:
+        if data == b"2":
+            return "other", b"3"
+        if data.startswith(b"0{"):
+            return "other", b"40"
+        if data.startswith(b"40"):
+            return "other", b'421["join",%s]' % json.dumps(self.room).encode()
+        if data.startswith(b"431"):
+            try:
+                status = json.loads(data[3:])[0].get("status")
+            except (ValueError, IndexError, AttributeError):
+                status = None
+            return ("joined" if status == "OK" else "failed:" + str(status)), None
+        if data.startswith(b"44"):
+            return "failed:" + data.decode(errors="replace"), None
+        return "other", None
+
+    def say_frame(self, message: str) -> bytes:
+        return b'42["say",{"room":"%s","message":"%s"}]' % (self.room.encode(), message.encode())
+
+
+class RoomcastTCP(Dialect):
+    transport = "tcp"
+
+    def open_frames(self) -> list[bytes]:
+        return [b"roomAdd %s\n" % self.room.encode()]
+
+    def say_frame(self, message: str) -> bytes:
+        return b"say %s %s\n" % (self.room.encode(), message.encode())
+
+
+DIALECTS = {"roomcast-ws": RoomcastWS, "websockets": RoomcastWS, "actionhero": ActionheroWS,
+            "socketio": SocketIO, "roomcast-tcp": RoomcastTCP}
+
+
+# --- connections --------------------------------------------------------------------------
+
+
+class Client:
+    """State shared by both transports: join tracking and the delivery path."""
+
+    dialect: Dialect
+
+    def init_client(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.joined: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.closed = False
+
+    def handle(self, data: bytes) -> None:
+        if MARK in data:
+            RECORDER.record(data, MONO())
+            return
+        kind, out = self.dialect.control(data)
+        if out is not None:
+            self.write(out)
+        if kind != "other" and not self.joined.done():
+            if kind == "joined":
+                self.joined.set_result(True)
+            else:
+                self.joined.set_exception(RuntimeError(kind))
+
+    def lost(self) -> None:
+        self.closed = True
+        if not self.joined.done():
+            self.joined.set_exception(ConnectionError("closed before joining"))
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def pause(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class WSClient(WSListener, Client):
+    def __init__(self, dialect: Dialect) -> None:
+        self.init_client(dialect)
+        self.transport: WSTransport | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        for frame in self.dialect.open_frames():
+            transport.send(WSMsgType.TEXT, frame)
+
+    def on_ws_frame(self, transport: WSTransport, frame) -> None:
+        if frame.msg_type == WSMsgType.TEXT or frame.msg_type == WSMsgType.BINARY:
+            self.handle(frame.get_payload_as_bytes())
+        elif frame.msg_type == WSMsgType.CLOSE:
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.lost()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.send(WSMsgType.TEXT, data)
+
+    def pause(self) -> None:
+        if self.transport is not None:
+            self.transport.underlying_transport.pause_reading()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.disconnect(graceful=False)
+
+
+class TCPClient(asyncio.Protocol, Client):
+    def __init__(self, dialect: Dialect) -> None:
+        self.init_client(dialect)
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        for frame in self.dialect.open_frames():
+            transport.write(frame)
+
+    def data_received(self, data: bytes) -> None:
+        if self.buffer:
+            data = self.buffer + data
+        lines = data.split(b"\r\n")
+        self.buffer = lines.pop()
+        now = None
+        for line in lines:
+            if MARK in line:
+                if now is None:
+                    now = MONO()
+                RECORDER.record(line, now)
+            elif line:
+                self.handle(line)
+
+    def connection_lost(self, exc) -> None:
+        self.lost()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def pause(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+
+# --- the worker ---------------------------------------------------------------------------
+
+
+class Worker:
+    def __init__(self, config: dict) -> None:
+        self.config = config
+        self.kind = config["dialect"]
+        self.hosts = config["targets"]  # list of [host, port]; connection i uses targets[i % len]
+        self.room = config.get("room", "defaultRoom")
+        self.size = int(config.get("message_size", 64))
+        self.worker_id = int(config.get("worker_id", 0))
+        self.clients: list[Client] = []
+
+    async def open_one(self, index: int, timeout: float) -> Client:
+        host, port = self.hosts[index % len(self.hosts)]
+        dialect = DIALECTS[self.kind](self.room)
+        loop = asyncio.get_running_loop()
+        if dialect.transport == "tcp":
+            _, client = await asyncio.wait_for(
+                loop.create_connection(lambda: TCPClient(dialect), host, port), timeout)
+        else:
+            url = f"ws://{host}:{port}{dialect.path}"
+            _, client = await ws_connect(lambda: WSClient(dialect), url,
+                                         websocket_handshake_timeout=timeout,
+                                         enable_auto_pong=True)
+        try:
+            await asyncio.wait_for(client.joined, timeout)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    async def connect(self, count: int, concurrency: int, timeout: float, deadline_s: float) -> dict:
+        sem = asyncio.Semaphore(concurrency)
+        errors: dict[str, int] = {}
+        start = time.perf_counter()
+        deadline = start + deadline_s
+        base = len(self.clients)
+        opened: list[Client | None] = [None] * count
+
+        async def one(i: int) -> None:
+            async with sem:
+                if time.perf_counter() > deadline:
+                    errors["deadline"] = errors.get("deadline", 0) + 1
+                    return
+                try:
+                    opened[i] = await self.open_one(base + i, timeout)
+                except BaseException as exc:  # noqa: BLE001 - every failure is counted
+                    key = f"{type(exc).__name__}: {exc}"[:120]
+                    errors[key] = errors.get(key, 0) + 1
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+        elapsed = time.perf_counter() - start
+        ok = [c for c in opened if c is not None]
+        self.clients.extend(ok)
+        return {"joined": len(ok), "failed": count - len(ok), "elapsed": elapsed,
+                "errors": errors, "total": len(self.clients)}
+
+    async def send(self, phase: int, rate: float, duration: float, senders: int) -> dict:
+        live = [c for c in self.clients[:senders] if not c.closed]
+        if not live or rate <= 0:
+            return {"sent": 0, "late_max_ms": 0.0}
+        total = max(1, int(rate * duration))
+        interval = 1.0 / rate
+        start = time.perf_counter()
+        sent = 0
+        late_max = 0.0
+        n = len(live)
+        while sent < total:
+            now = time.perf_counter()
+            due = min(total, int((now - start) / interval) + 1)
+            if due > sent:
+                late_max = max(late_max, now - (start + sent * interval))
+            while sent < due:
+                client = live[sent % n]
+                client.write(self.dialect_say(client, phase, sent))
+                sent += 1
+            if sent >= total:
+                break
+            next_at = start + sent * interval
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(0)
+            if time.perf_counter() - start > duration * 3 + 5:
+                break  # hard bound: never run far past the planned duration
+        return {"sent": sent, "elapsed": time.perf_counter() - start, "late_max_ms": late_max * 1000}
+
+    def dialect_say(self, client: Client, phase: int, seq: int) -> bytes:
+        sender = self.worker_id * 1_000_000 + seq % 1000
+        return client.dialect.say_frame(chat_message(phase, sender, seq, self.size))
+
+    def stats(self, phase: int) -> dict:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        stats = RECORDER.phases.get(phase)
+        return {"phase": phase, "stats": stats.as_dict() if stats else PhaseStats().as_dict(),
+                "cpu_s": usage.ru_utime + usage.ru_stime, "unparsed": RECORDER.other,
+                "open": sum(1 for c in self.clients if not c.closed), "total": len(self.clients)}
+
+    def stall(self, count: int) -> dict:
+        victims = [c for c in self.clients if not c.closed][-count:] if count else []
+        for c in victims:
+            c.pause()
+        return {"stalled": len(victims)}
+
+    def close(self) -> dict:
+        for c in self.clients:
+            c.close()
+        return {"closed": len(self.clients)}
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        out = sys.stdout
+        while True:
+            line = await reader.readline()
+            if not line:
+                self.close()
+                return
+            cmd = json.loads(line)
+            name = cmd.get("cmd")
+            try:
+                if name == "connect":
+                    reply = await self.connect(int(cmd["count"]), int(cmd.get("concurrency", 100)),
+                                               float(cmd.get("timeout", 10)),
+                                               float(cmd.get("deadline", 120)))
+                elif name == "send":
+                    reply = await self.send(int(cmd["phase"]), float(cmd["rate"]),
+                                            float(cmd["duration"]), int(cmd.get("senders", 1)))
+                elif name == "stats":
+                    reply = self.stats(int(cmd["phase"]))
+                elif name == "stall":
+                    reply = self.stall(int(cmd["count"]))
+                elif name == "close":
+                    reply = self.close()
+                    out.write(json.dumps(reply) + "\n")
+                    out.flush()
+                    await asyncio.sleep(0.2)
+                    return
+                else:
+                    reply = {"error": f"unknown command {name}"}
+            except Exception as exc:  # noqa: BLE001 - reported to the controller
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            out.write(json.dumps(reply) + "\n")
+            out.flush()
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    raise_fd_limit()
+    worker = Worker(config)
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    if uvloop is not None and not os.environ.get("BENCH_NO_UVLOOP"):
+        uvloop.run(worker.serve())
+    else:
+        asyncio.run(worker.serve())
+
+
+if __name__ == "__main__":
+    main()

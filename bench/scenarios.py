@@ -1,0 +1,279 @@
+"""The benchmark scenarios. Each starts its own server process(es) and stops them.
+
+Every scenario returns a JSON-able dict; nothing here judges the numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from generator import Generator, Window
+from servers import ServerProc, Target, TargetUnavailable, start_redis
+
+LOSS_LIMIT = 0.001     # ramp: highest rate with loss <= 0.1 %
+P99_LIMIT_MS = 50.0    # ... and p99 <= 50 ms
+GEN_BOUND_PCT = 90.0   # generator CPU above this share of its core: the generator is the limit
+
+
+@dataclass
+class Settings:
+    python: str
+    log_dir: Path
+    server_cpus: str | None = None
+    gen_cpus: str | None = None
+    aux_cpus: str | None = None        # redis
+    workers: int = 1
+    message_size: int = 64
+    senders: int = 4
+    warmup_s: float = 1.0
+    window_s: float = 5.0
+    fanout_sizes: list[int] = field(default_factory=lambda: [100, 1000, 5000])
+    fanout_deliveries_per_s: float = 20000.0
+    ramp_members: int = 1000
+    ramp_start_deliveries_per_s: float = 20000.0
+    ramp_factor: float = 1.4
+    ramp_step_s: float = 3.0
+    ramp_max_steps: int = 14
+    connections: int = 5000
+    connect_concurrency: int = 200
+    cluster_members: int = 1000
+    cluster_deliveries_per_s: float = 20000.0
+
+
+class Deployment:
+    """The processes behind one target for one scenario: nodes plus an optional redis."""
+
+    def __init__(self, target: Target, settings: Settings, nodes: int = 1, pin: bool = True) -> None:
+        self.target, self.settings = target, settings
+        self.redis: ServerProc | None = None
+        self.nodes: list[ServerProc] = []
+        self.ports: list[int] = []
+        try:
+            redis_url = None
+            if target.needs_redis or nodes > 1:
+                self.redis = start_redis(settings.log_dir, settings.aux_cpus if pin else None)
+                redis_url = f"redis://127.0.0.1:{self.redis.ports['redis']}/0"
+            for i in range(nodes):
+                node, port = target.start(settings.log_dir, settings.server_cpus if pin else None,
+                                          settings.python, node_id="ab"[i] if nodes <= 2 else str(i),
+                                          redis_url=redis_url)
+                self.nodes.append(node)
+                self.ports.append(port)
+        except BaseException:
+            self.stop()
+            raise
+
+    def cpu_s(self) -> float:
+        return sum(n.cpu_s() for n in self.nodes)
+
+    def rss(self) -> int:
+        return sum(n.rss() for n in self.nodes)
+
+    def aux_cpu_s(self) -> float:
+        return self.redis.cpu_s() if self.redis else 0.0
+
+    def check_alive(self) -> None:
+        for n in self.nodes:
+            if not n.alive():
+                raise RuntimeError(f"{n.name} died (exit {n.popen.returncode}):\n{n.log_tail()}")
+
+    def settle(self, max_s: float = 10.0) -> None:
+        """Wait until the servers stop burning CPU (a backlog from an overloaded step)."""
+        deadline = time.monotonic() + max_s
+        last = self.cpu_s()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.cpu_s()
+            if now - last < 0.05:  # under 10 % of one core
+                return
+            last = now
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+        if self.redis:
+            self.redis.stop()
+
+
+def _generator(dep: Deployment, s: Settings, workers: int | None = None) -> Generator:
+    return Generator(s.python, dep.target.dialect, dep.ports, workers=workers or s.workers,
+                     cpus=s.gen_cpus, message_size=s.message_size)
+
+
+def _window(dep: Deployment, gen: Generator, s: Settings, members: int, deliveries_per_s: float,
+            duration: float) -> tuple[Window, dict]:
+    senders = min(s.senders, members)
+    aux0 = dep.aux_cpu_s()
+    w = gen.measure(dep.cpu_s, deliveries_per_s / members, duration, senders)
+    out = w.as_dict()
+    out["senders"] = senders
+    if dep.redis:
+        aux = dep.aux_cpu_s() - aux0
+        out["redis_cpu_us_per_delivery"] = round(aux * 1e6 / w.received, 3) if w.received else None
+    out["generator_bound"] = bool(out["generator_cpu_pct"] and out["generator_cpu_pct"] > GEN_BOUND_PCT)
+    dep.check_alive()
+    return w, out
+
+
+def _warmup(dep: Deployment, gen: Generator, s: Settings, members: int, deliveries_per_s: float) -> None:
+    if s.warmup_s > 0:
+        gen.measure(dep.cpu_s, deliveries_per_s / members, s.warmup_s, min(s.senders, members), drain_s=2.0)
+
+
+def fanout(target: Target, s: Settings, log) -> dict:
+    """N members in one room, S senders at a fixed offered delivery rate, for each N."""
+    dep = Deployment(target, s)
+    gen = _generator(dep, s)
+    out: dict = {"offered_deliveries_per_s": s.fanout_deliveries_per_s, "sizes": {}}
+    try:
+        for n in s.fanout_sizes:
+            conn = gen.connect(n, s.connect_concurrency)
+            if conn["joined"] == 0 and gen.members == 0:
+                raise RuntimeError(f"no member could join: {conn['errors']}")
+            members = gen.members
+            _warmup(dep, gen, s, members, s.fanout_deliveries_per_s)
+            _, res = _window(dep, gen, s, members, s.fanout_deliveries_per_s, s.window_s)
+            res["connect"] = conn
+            res["server_rss_mb"] = round(dep.rss() / 2**20, 1)
+            out["sizes"][str(n)] = res
+            log(f"  fanout N={members}: {_line(res)}")
+    finally:
+        gen.close()
+        dep.stop()
+    return out
+
+
+def _ok(res: dict) -> bool:
+    p99 = res["latency_ms"]["p99"]
+    return res["loss"] <= LOSS_LIMIT and p99 is not None and p99 <= P99_LIMIT_MS
+
+
+def ramp(target: Target, s: Settings, log) -> dict:
+    """Raise the offered rate until p99 > 50 ms or loss > 0.1 %; then check p99 at a quarter of the best."""
+    dep = Deployment(target, s)
+    gen = _generator(dep, s)
+    out: dict = {"members": s.ramp_members, "steps": []}
+    try:
+        gen.connect(s.ramp_members, s.connect_concurrency)
+        members = gen.members
+        if members == 0:
+            raise RuntimeError("no member could join")
+        _warmup(dep, gen, s, members, s.ramp_start_deliveries_per_s)
+        rate = s.ramp_start_deliveries_per_s
+        best: dict | None = None
+        failed_at: float | None = None
+        stop_reason = "max steps"
+        for _ in range(s.ramp_max_steps):
+            _, res = _window(dep, gen, s, members, rate, s.ramp_step_s)
+            res["ok"] = _ok(res)
+            out["steps"].append(res)
+            log(f"  ramp offered {rate:,.0f}/s: {_line(res)}")
+            if not res["ok"]:
+                failed_at, stop_reason = rate, "p99 or loss over the limit"
+                break
+            best = res
+            if res["generator_bound"]:
+                stop_reason = "generator CPU saturated"
+                break
+            rate *= s.ramp_factor
+        if failed_at is not None and best is not None:
+            # one refinement step between the last good and the first bad rate
+            dep.settle()
+            mid = (best["offered_deliveries_per_s"] * failed_at) ** 0.5
+            _, res = _window(dep, gen, s, members, mid, s.ramp_step_s)
+            res["ok"] = _ok(res)
+            res["refinement"] = True
+            out["steps"].append(res)
+            log(f"  ramp offered {mid:,.0f}/s: {_line(res)}")
+            if res["ok"]:
+                best = res
+        out["stop_reason"] = stop_reason
+        out["max_sustainable_deliveries_per_s"] = best["deliveries_per_s"] if best else 0
+        out["server_cpu_pct_at_max"] = best["server_cpu_pct"] if best else None
+        out["generator_cpu_pct_at_max"] = best["generator_cpu_pct"] if best else None
+        if best:
+            dep.settle()
+            quarter = best["offered_deliveries_per_s"] / 4
+            _, res = _window(dep, gen, s, members, quarter, s.window_s)
+            out["quarter_rate"] = res
+            log(f"  ramp quarter {quarter:,.0f}/s: {_line(res)}")
+    finally:
+        gen.close()
+        dep.stop()
+    return out
+
+
+def connections(target: Target, s: Settings, log) -> dict:
+    """C idle connections, each joined to the room: connect+join rate and RSS per connection."""
+    dep = Deployment(target, s)
+    gen = _generator(dep, s)
+    try:
+        warm = gen.connect(20, 20)  # first connections pay one-off costs (imports, buffers)
+        if warm["joined"] == 0:
+            raise RuntimeError(f"no member could join: {warm['errors']}")
+        time.sleep(1.0)
+        rss0 = dep.rss()
+        cpu0 = dep.cpu_s()
+        conn = gen.connect(20 + s.connections, s.connect_concurrency)
+        cpu1 = dep.cpu_s()
+        time.sleep(2.0)
+        rss1 = dep.rss()
+        still_open = gen.open_members()
+        dep.check_alive()
+        joined = conn["joined"]
+        out = {
+            "connections": s.connections,
+            "joined": joined,
+            "failed": conn["failed"],
+            "errors": conn["errors"],
+            "connect_join_per_s": conn["joins_per_s"],
+            "connect_seconds": conn["seconds"],
+            "server_cpu_us_per_connect_join": round((cpu1 - cpu0) * 1e6 / joined, 1) if joined else None,
+            "rss_before_mb": round(rss0 / 2**20, 1),
+            "rss_after_mb": round(rss1 / 2**20, 1),
+            "rss_per_connection_kib": round((rss1 - rss0) / joined / 1024, 2) if joined else None,
+            "open_after_settle": still_open - 20,
+        }
+        log(f"  connections {joined}/{s.connections}: {out['connect_join_per_s']}/s, "
+            f"{out['rss_per_connection_kib']} KiB each")
+        return out
+    finally:
+        gen.close()
+        dep.stop()
+
+
+def cluster(target: Target, s: Settings, log) -> dict:
+    """Two nodes on one Redis, members split across them, senders on both."""
+    try:
+        dep = Deployment(target, s, nodes=2, pin=False)
+    except TargetUnavailable as exc:
+        return {"skipped": str(exc)}
+    gen = Generator(s.python, target.dialect, dep.ports, workers=s.workers, cpus=None,
+                    message_size=s.message_size)
+    try:
+        conn = gen.connect(s.cluster_members, s.connect_concurrency)
+        members = gen.members
+        if members == 0:
+            raise RuntimeError(f"no member could join: {conn['errors']}")
+        _warmup(dep, gen, s, members, s.cluster_deliveries_per_s)
+        _, res = _window(dep, gen, s, members, s.cluster_deliveries_per_s, s.window_s)
+        res["connect"] = conn
+        res["nodes"] = 2
+        log(f"  cluster N={members}: {_line(res)}")
+        return res
+    finally:
+        gen.close()
+        dep.stop()
+
+
+def _line(res: dict) -> str:
+    lat = res["latency_ms"]
+    return (f"{res['deliveries_per_s']:,}/s loss {100 * res['loss']:.3f}% "
+            f"p50 {lat['p50']} p99 {lat['p99']} max {lat['max']} ms, "
+            f"server {res['server_cpu_us_per_delivery']} us/delivery ({res['server_cpu_pct']}% cpu), "
+            f"gen {res['generator_cpu_pct']}% cpu")
+
+
+SCENARIOS = {"fanout": fanout, "ramp": ramp, "connections": connections, "cluster": cluster}

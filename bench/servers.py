@@ -1,0 +1,301 @@
+"""The servers under test: how to start each one as its own subprocess.
+
+Every target runs in a fresh process for each scenario, listening on
+127.0.0.1 on free ports, with its output in a log file under the run's
+scratch directory. Its CPU time and RSS are read from the process itself
+(and its children) through psutil.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+PEERS_DIR = BENCH_DIR / "peers"
+ACTIONHERO_DIR = BENCH_DIR / ".peers" / "actionhero"
+HOST = "127.0.0.1"
+
+
+class TargetUnavailable(Exception):
+    """The target cannot run here (a peer not installed); the run skips it."""
+
+
+class TargetFailed(Exception):
+    """The target was expected to run but did not start."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def pinned(cmd: list[str], cpus: str | None) -> list[str]:
+    if cpus is None or shutil.which("taskset") is None:
+        return cmd
+    return ["taskset", "-c", cpus, *cmd]
+
+
+@dataclass
+class ServerProc:
+    """One running server process; stop() always reaps it."""
+
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+    ports: dict[str, int]
+    proc: psutil.Process = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.proc = psutil.Process(self.popen.pid)
+
+    def _procs(self) -> list[psutil.Process]:
+        try:
+            return [self.proc, *self.proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu_s(self) -> float:
+        total = 0.0
+        for p in self._procs():
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def rss(self) -> int:
+        total = 0
+        for p in self._procs():
+            try:
+                total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout: float, marker: str | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise TargetFailed(f"{self.name} exited with {self.popen.returncode}:\n{self.log_tail()}")
+            ready = all(port_open(p) for p in self.ports.values())
+            if ready and marker:
+                ready = marker in self.log_path.read_text(errors="replace")
+            if ready:
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise TargetFailed(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        return self.popen.returncode
+
+
+def spawn(name: str, cmd: list[str], log_dir: Path, ports: dict[str, int], *,
+          cwd: Path | None = None, env: dict | None = None) -> ServerProc:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}-{int(time.time() * 1000)}.log"
+    log = open(log_path, "wb")
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             cwd=str(cwd) if cwd else None, env=full_env,
+                             preexec_fn=_raise_fd_limit)
+    log.close()
+    return ServerProc(name, popen, log_path, ports)
+
+
+# --- redis, for ActionHero and the cluster scenario --------------------------------------
+
+
+def start_redis(log_dir: Path, cpus: str | None) -> ServerProc:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise TargetUnavailable("redis-server not installed (apt-get install redis-server)")
+    port = free_port()
+    cmd = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+           "--protected-mode", "yes", "--dir", str(log_dir)]
+    server = spawn("redis", pinned(cmd, cpus), log_dir, {"redis": port})
+    server.wait_ready(10)
+    return server
+
+
+# --- targets ------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """A server under test as the load generator sees it."""
+
+    name: str
+    dialect: str
+    needs_redis: bool = False  # ActionHero always publishes chat through Redis
+
+    def available(self, python: str) -> str | None:
+        """None when it can run here, else why not."""
+        raise NotImplementedError
+
+    def start(self, log_dir: Path, cpus: str | None, python: str, *, node_id: str = "a",
+              redis_url: str | None = None) -> tuple[ServerProc, int]:
+        """Start one node; returns it and the port clients connect to."""
+        raise NotImplementedError
+
+    def version(self, python: str) -> str:
+        return ""
+
+
+def _python_has(python: str, module: str) -> bool:
+    return subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
+def _python_version_of(python: str, dist: str) -> str:
+    out = subprocess.run([python, "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+class Roomcast(Target):
+    def available(self, python: str) -> str | None:
+        if not _python_has(python, "roomcast"):
+            return "roomcast is not importable (pip install -e . from the repo root)"
+        return None
+
+    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None):
+        web, sock = free_port(), free_port()
+        cmd = [python, "-m", "roomcast", "start", "--bind", HOST, "--web-port", str(web),
+               "--socket-port", str(sock), "--id", f"bench-{node_id}", "--log-level", "warning"]
+        if redis_url:
+            cmd += ["--redis-url", redis_url]
+        server = spawn(f"{self.name}-{node_id}", pinned(cmd, cpus), log_dir, {"web": web, "socket": sock})
+        server.wait_ready(30, marker="roomcast ready")
+        return server, (sock if self.dialect == "roomcast-tcp" else web)
+
+    def version(self, python):
+        return _python_version_of(python, "roomcast")
+
+
+class NaiveWebsockets(Target):
+    def available(self, python):
+        return None if _python_has(python, "websockets") else "websockets not installed"
+
+    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None):
+        if redis_url:
+            raise TargetUnavailable("the naive websockets loop is single-process only")
+        port = free_port()
+        cmd = [python, str(PEERS_DIR / "websockets_server.py"), "--port", str(port)]
+        server = spawn(f"{self.name}-{node_id}", pinned(cmd, cpus), log_dir, {"web": port})
+        server.wait_ready(20)
+        return server, port
+
+    def version(self, python):
+        return _python_version_of(python, "websockets")
+
+
+class SocketIOPeer(Target):
+    def available(self, python):
+        for mod in ("socketio", "uvicorn"):
+            if not _python_has(python, mod):
+                return f"{mod} not installed in this interpreter (run bench/setup.sh and use bench/.env/bin/python)"
+        return None
+
+    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None):
+        port = free_port()
+        cmd = [python, str(PEERS_DIR / "socketio_server.py"), "--port", str(port)]
+        if redis_url:
+            cmd += ["--redis-url", redis_url]
+        server = spawn(f"{self.name}-{node_id}", pinned(cmd, cpus), log_dir, {"web": port})
+        server.wait_ready(20)
+        return server, port
+
+    def version(self, python):
+        return "python-socketio " + _python_version_of(python, "python-socketio") + \
+            ", uvicorn " + _python_version_of(python, "uvicorn")
+
+
+class ActionheroPeer(Target):
+    def available(self, python):
+        if shutil.which("node") is None:
+            return "node not installed"
+        if not (ACTIONHERO_DIR / "dist" / "server.js").exists():
+            return "ActionHero project not built (run bench/setup.sh)"
+        if shutil.which("redis-server") is None:
+            return "redis-server not installed"
+        return None
+
+    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None):
+        if redis_url is None:
+            raise TargetFailed("ActionHero needs a Redis URL")
+        port = free_port()
+        env = {"PORT": str(port), "REDIS_URL": redis_url, "LOG_LEVEL": "warning",
+               "NODE_ENV": "production",
+               "ACTIONHERO_CONFIG_OVERRIDES": f'{{"general":{{"id":"bench-{node_id}"}}}}'}
+        cmd = ["node", "dist/server.js"]
+        server = spawn(f"{self.name}-{node_id}", pinned(cmd, cpus), log_dir, {"web": port},
+                       cwd=ACTIONHERO_DIR, env=env)
+        server.wait_ready(40)
+        return server, port
+
+    def version(self, python):
+        try:
+            import json
+            pkg = json.loads((ACTIONHERO_DIR / "node_modules" / "actionhero" / "package.json").read_text())
+            node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+            return f"actionhero {pkg['version']}, node {node}"
+        except (OSError, ValueError, KeyError):
+            return ""
+
+
+TARGETS: dict[str, Target] = {
+    "roomcast-ws": Roomcast("roomcast-ws", "roomcast-ws"),
+    "roomcast-tcp": Roomcast("roomcast-tcp", "roomcast-tcp"),
+    "socketio": SocketIOPeer("socketio", "socketio"),
+    "actionhero": ActionheroPeer("actionhero", "actionhero", needs_redis=True),
+    "websockets": NaiveWebsockets("websockets", "websockets"),
+}
+
+
+def python_for_targets() -> str:
+    return sys.executable

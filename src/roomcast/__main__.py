@@ -1,0 +1,7 @@
+"""``python -m roomcast`` is the ``roomcast`` command."""
+
+import sys
+
+from roomcast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,142 @@
+"""The node: ``Api`` holds config, connections, chat rooms, actions and cluster links,
+and starts and stops them in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from roomcast.actions.builtin import BUILTIN_ACTIONS
+from roomcast.actions.processor import Actions
+from roomcast.chat.room import ChatRoom
+from roomcast.cluster import Cluster
+from roomcast.config import Config
+from roomcast.connection import Connections
+
+log = logging.getLogger("roomcast")
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+class Api:
+    """One roomcast node. ``await api.start()`` … ``await api.stop()``, or ``async with``.
+
+    Several can run in one process: nothing here is global.
+    """
+
+    def __init__(self, config: Config | None = None, **overrides: Any) -> None:
+        config = config or Config()
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+        self.id: str = config.id
+        self.connections = Connections(self)
+        self.cluster = Cluster(
+            node_id=config.id,
+            token=config.server_token,
+            redis_url=config.redis_url,
+            pubsub_url=config.pubsub_url or config.redis_url,
+            key_prefix=config.cluster.key_prefix,
+            rpc_timeout=config.cluster.rpc_timeout,
+            presence_ttl=config.cluster.presence_ttl,
+            watchdog_interval=config.cluster.watchdog_interval,
+            owns_connection=lambda connection_id: connection_id in self.connections,
+        )
+        self.redis = self.cluster.store.redis
+        self.chat_room = ChatRoom(self)
+        self.actions = Actions(self)
+        self.public_roots: list[Path] = ([Path(config.public)] if config.public else [])
+        self.public_roots.append(STATIC_DIR)
+        self.servers: list[Any] = []
+        self.started_monotonic = time.monotonic()
+        self.running = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect to the store, load actions, create starting rooms, open the listeners."""
+        self.started_monotonic = time.monotonic()
+        await self.cluster.start()
+        for action in BUILTIN_ACTIONS:
+            self.actions.add(action)
+        for directory in self.config.actions:
+            await self.actions.load_directory(directory)
+        await self.chat_room.start()
+        if self.config.socket_port:
+            from roomcast.servers.tcp import TcpServer
+
+            self.servers.append(TcpServer(self))
+        if self.config.web_port:
+            from roomcast.servers.web import WebServer
+
+            self.servers.append(WebServer(self))
+        for server in self.servers:
+            await server.start()
+        self.running = True
+        log.info("roomcast ready %s socket=%s web=%s", self.id,
+                 self.socket_port or "off", self.web_port or "off")
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop accepting, let actions finish (bounded), leave every room."""
+        if not self.running:
+            await self.cluster.stop()
+            return
+        self.running = False
+        log.info("roomcast %s stopping", self.id)
+        for server in self.servers:
+            await server.stop_accepting()
+        self.actions.shutting_down = True
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        while time.monotonic() < deadline and any(c.pending_actions for c in self.connections):
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*(c.destroy() for c in self.connections), return_exceptions=True)
+        for server in self.servers:
+            await server.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.cluster.stop()
+        log.info("roomcast %s stopped", self.id)
+
+    async def __aenter__(self) -> Api:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # helpers -----------------------------------------------------------------------------
+
+    @property
+    def socket_port(self) -> int | None:
+        return self._port_of("TcpServer")
+
+    @property
+    def web_port(self) -> int | None:
+        return self._port_of("WebServer")
+
+    def _port_of(self, kind: str) -> int | None:
+        for server in self.servers:
+            if type(server).__name__ == kind:
+                port: int | None = server.port
+                return port
+        return None
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coroutine`` in the background, keeping a reference and logging its failure."""
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            with contextlib.suppress(Exception):
+                log.error("background task failed", exc_info=task.exception())

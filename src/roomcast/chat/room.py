@@ -1,0 +1,338 @@
+"""The chat-room API (``api.chat_room``): rooms, members and messages across the cluster.
+
+A ``say`` travels: verb -> :meth:`ChatRoom.broadcast` -> ``on_say_receive`` middleware ->
+encoded once -> this node's members (via the :class:`RoomIndex`) and the room's pub/sub
+channel -> every other node with members in the room -> their members.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from roomcast import jsonwire
+from roomcast.chat.errors import (
+    AlreadyInRoom,
+    ChatError,
+    ConnectionNotFound,
+    NotInRoom,
+    RoomAndMessageRequired,
+    RoomNotFound,
+    RoomRequired,
+)
+from roomcast.chat.middleware import ChatMiddleware, ChatMiddlewareChain
+from roomcast.chat.room_index import RoomIndex
+from roomcast.cluster import REDIS_DOWN
+
+if TYPE_CHECKING:
+    from roomcast.api import Api
+    from roomcast.connection import Connection
+
+log = logging.getLogger("roomcast.chat")
+
+ROOM_DELETED = "this room has been deleted"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ChatRoom:
+    """Rooms and their members; every method that touches data is a coroutine.
+
+    The three ``generate_*``/``sanitize_*`` methods are hooks: replace them on the instance
+    or in a subclass to change what is stored, shown and sent.
+    """
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.index = RoomIndex()
+        self.middleware = ChatMiddlewareChain()
+        self._keys = api.cluster.keys
+        self._store = api.cluster.store
+        self._bus = api.cluster.bus
+        self._header = jsonwire.dumps(
+            {"serverToken": api.config.server_token, "serverId": api.id}
+        ) + b"\n"
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cluster = self.api.cluster
+        cluster.register("chat.add_member", self._rpc_add_member)
+        cluster.register("chat.remove_member", self._rpc_remove_member)
+        cluster.register("chat.evict_room", self._rpc_evict_room)
+        cluster.bus.on_reconnect = self.resync
+        cluster.presence.on_lapse = self.resync
+        for room in self.api.config.chat.starting_chat_rooms:
+            try:
+                await self.add(room)
+            except REDIS_DOWN as error:
+                log.error("could not create starting room %s: %s", room, error)
+
+    async def resync(self) -> None:
+        """Write this node's rooms and members to Redis again (after an outage or a reap)."""
+        rooms = set(self.api.config.chat.starting_chat_rooms) | set(self.index.rooms())
+        for room in rooms:
+            await self._store.add_room(room)
+        for room in self.index.rooms():
+            for connection in self.index.members(room):
+                details = self.generate_member_details(connection)
+                await self._store.add_member(room, connection.id, self.api.id, details)
+        await self.api.cluster.presence.beat()
+
+    # middleware --------------------------------------------------------------------------
+
+    def add_middleware(self, middleware: ChatMiddleware) -> None:
+        """Install chat middleware; one with the same name is replaced."""
+        self.middleware.add(middleware)
+
+    def remove_middleware(self, name: str) -> None:
+        self.middleware.remove(name)
+
+    # hooks -------------------------------------------------------------------------------
+
+    def generate_member_details(self, connection: Connection) -> dict[str, Any]:
+        """What is stored for a member; default ``{"id", "joinedAt", "host"}``."""
+        return {"id": connection.id, "joinedAt": now_ms(), "host": self.api.id}
+
+    def sanitize_member_details(self, data: dict[str, Any]) -> dict[str, Any]:
+        """What ``room_status`` shows of a stored member; ``id`` is filled in afterwards."""
+        return {"joinedAt": data.get("joinedAt")}
+
+    def generate_message_payload(self, message: dict[str, Any]) -> dict[str, Any]:
+        """What clients receive; ``message`` is ``{"message", "sentAt", "connection"}``."""
+        return {
+            "message": message["message"],
+            "room": message["connection"]["room"],
+            "from": message["connection"]["id"],
+            "context": "user",
+            "sentAt": message["sentAt"],
+        }
+
+    # rooms -------------------------------------------------------------------------------
+
+    async def list(self) -> list[str]:
+        return await self._store.list_rooms()
+
+    async def add(self, room: str) -> int:
+        """Create ``room``: 1 when created, 0 when it already existed."""
+        if not room:
+            raise RoomRequired()
+        return await self._store.add_room(room)
+
+    async def exists(self, room: str) -> bool:
+        return await self._store.room_exists(room)
+
+    async def destroy(self, room: str) -> None:
+        """Tell the room's members it is gone, remove them on every node, delete it."""
+        if not room or not await self._store.room_exists(room):
+            raise RoomNotFound()
+        await self.broadcast({}, room, ROOM_DELETED)
+        await self.api.cluster.call_all("chat.evict_room", room)
+        await self._store.remove_room(room)
+
+    async def room_status(self, room: str) -> dict[str, Any]:
+        if not room:
+            raise RoomRequired()
+        if not await self._store.room_exists(room):
+            raise RoomNotFound()
+        members: dict[str, dict[str, Any]] = {}
+        for member_id, details in (await self._store.room_members(room)).items():
+            shown = self.sanitize_member_details(details)
+            shown["id"] = member_id
+            members[member_id] = shown
+        return {"room": room, "membersCount": len(members), "members": members}
+
+    # members -----------------------------------------------------------------------------
+
+    async def add_member(self, connection_id: str, room: str) -> bool:
+        """Add a connection of any node to ``room``; True, or the owning node's error."""
+        connection = self.api.connections.get(connection_id)
+        if connection is None:
+            result = await self.api.cluster.call(
+                "chat.add_member", connection_id, room, connection_id=connection_id
+            )
+            return bool(result)
+        return await self._add_local_member(connection, room)
+
+    async def remove_member(self, connection_id: str, room: str) -> bool:
+        """Remove a connection of any node from ``room``; True, or the owning node's error."""
+        connection = self.api.connections.get(connection_id)
+        if connection is None:
+            result = await self.api.cluster.call(
+                "chat.remove_member", connection_id, room, connection_id=connection_id
+            )
+            return bool(result)
+        return await self._remove_local_member(connection, room)
+
+    async def _add_local_member(self, connection: Connection, room: str) -> bool:
+        if not room:
+            raise RoomRequired()
+        if room in connection.rooms:
+            raise AlreadyInRoom(room)
+        if not room or not await self._store.room_exists(room):
+            raise RoomNotFound()
+        await self.middleware.run_join(connection, room)
+        if room in connection.rooms:  # a concurrent join won while we awaited
+            raise AlreadyInRoom(room)
+        connection.rooms.append(room)
+        self.index.add(room, connection)
+        details = self.generate_member_details(connection)
+        await self._sync_subscription(room)
+        try:
+            await self._store.add_member(room, connection.id, self.api.id, details)
+        except REDIS_DOWN as error:  # local chat goes on; resync writes it later
+            log.warning("member %s of %s not stored: %s", connection.id, room, error)
+        return True
+
+    async def _remove_local_member(self, connection: Connection, room: str) -> bool:
+        if not room:
+            raise RoomRequired()
+        if room not in connection.rooms:
+            raise NotInRoom(room)
+        if not await self._store.room_exists(room):
+            raise RoomNotFound()
+        await self.middleware.run_leave(connection, room)
+        if room not in connection.rooms:
+            raise NotInRoom(room)
+        await self.forget_local_member(connection, room)
+        return True
+
+    async def forget_local_member(self, connection: Connection, room: str) -> None:
+        """Drop a membership without asking middleware (used when a connection closes)."""
+        with contextlib.suppress(ValueError):
+            connection.rooms.remove(room)
+        self.index.remove(room, connection.id)
+        await self._sync_subscription(room)
+        try:
+            await self._store.remove_member(room, connection.id, self.api.id)
+        except REDIS_DOWN as error:
+            log.warning("member %s of %s not removed from Redis: %s", connection.id, room, error)
+
+    async def leave_all(self, connection: Connection) -> None:
+        """Take a closing connection out of every room; leave middleware runs but can't refuse."""
+        for room in list(connection.rooms):
+            try:
+                await self._remove_local_member(connection, room)
+            except Exception as error:
+                log.debug("leave of %s on close: %s", room, error)
+                if room in connection.rooms:
+                    await self.forget_local_member(connection, room)
+
+    async def _sync_subscription(self, room: str) -> None:
+        await self._bus.sync(
+            self._keys.room_channel(room),
+            self._on_room_message,
+            lambda: self.index.has_members(room),
+        )
+
+    async def _rpc_add_member(self, connection_id: str, room: str) -> bool:
+        connection = self.api.connections.get(connection_id)
+        if connection is None:
+            raise ConnectionNotFound()
+        return await self._add_local_member(connection, room)
+
+    async def _rpc_remove_member(self, connection_id: str, room: str) -> bool:
+        connection = self.api.connections.get(connection_id)
+        if connection is None:
+            raise ConnectionNotFound()
+        return await self._remove_local_member(connection, room)
+
+    async def _rpc_evict_room(self, room: str) -> int:
+        members = self.index.members(room)
+        for connection in members:
+            try:
+                await self._remove_local_member(connection, room)
+            except ChatError:
+                await self.forget_local_member(connection, room)
+        return len(members)
+
+    # messages ----------------------------------------------------------------------------
+
+    async def broadcast(self, connection: Any, room: str, message: Any) -> None:
+        """Send ``message`` from ``connection`` (real or mock) to every member of ``room``."""
+        if not room or message is None or message == "":
+            raise RoomAndMessageRequired()
+        rooms = _field(connection, "rooms")
+        if rooms is not None and room not in rooms:
+            raise NotInRoom(room)
+        sender = _field(connection, "id")
+        if sender is None:
+            sender = 0
+            _set_field(connection, "id", 0)
+        envelope = {"message": message, "sentAt": now_ms(),
+                    "connection": {"id": sender, "room": room}}
+        payload = self.generate_message_payload(envelope)
+        payload = await self.middleware.run_on_say_receive(connection, room, payload)
+        data = jsonwire.dumps(payload)
+        await self.deliver_local(room, payload, data)
+        await self._bus.publish(self._keys.room_channel(room), self._header + data)
+
+    async def _on_room_message(self, channel: str, data: bytes) -> None:
+        header, _, body = data.partition(b"\n")
+        try:
+            meta = jsonwire.loads(header)
+        except ValueError:
+            log.warning("dropped undecodable chat message on %s", channel)
+            return
+        if not isinstance(meta, dict) or meta.get("serverToken") != self.api.config.server_token:
+            log.warning("dropped chat message with a wrong serverToken on %s", channel)
+            return
+        if meta.get("serverId") == self.api.id:
+            return  # delivered locally when it was said
+        room = channel[len(self._keys.room_channel("")):]
+        await self.deliver_local(room, None, body)
+
+    async def deliver_local(self, room: str, payload: dict[str, Any] | None, data: bytes) -> int:
+        """Send an encoded chat message to this node's members of ``room``; return the count.
+
+        Without ``say`` middleware the bytes are framed once per transport kind and the
+        same frame goes to every member.
+        """
+        members = self.index.members(room)
+        if not members:
+            return 0
+        frames: dict[str, Any] = {}
+        if not self.middleware.say:
+            for connection in members:
+                frame = frames.get(connection.framing)
+                if frame is None:
+                    frame = frames[connection.framing] = connection.frame(data)
+                connection.write_frame(frame)
+            return len(members)
+        if payload is None:
+            payload = jsonwire.loads(data)
+        sent = 0
+        for connection in members:
+            if connection.destroyed:
+                continue
+            personal = await self.middleware.run_say(connection, room, payload)
+            if personal is None:
+                continue
+            if personal == payload:
+                frame = frames.get(connection.framing)
+                if frame is None:
+                    frame = frames[connection.framing] = connection.frame(data)
+            else:
+                frame = connection.frame(jsonwire.dumps(personal))
+            connection.write_frame(frame)
+            sent += 1
+        return sent
+
+
+def _field(obj: Any, name: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _set_field(obj: Any, name: str, value: Any) -> None:
+    with contextlib.suppress(Exception):
+        if isinstance(obj, dict):
+            obj[name] = value
+        elif not isinstance(obj, Mapping | Iterable):
+            setattr(obj, name, value)

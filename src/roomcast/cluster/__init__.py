@@ -1,0 +1,80 @@
+"""Everything that makes several nodes one chat system: store, pub/sub, RPC, presence."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from roomcast.cluster.bus import REDIS_DOWN, Bus
+from roomcast.cluster.keys import Keys
+from roomcast.cluster.presence import Presence
+from roomcast.cluster.rpc import Rpc
+from roomcast.cluster.store import Store, connect
+
+__all__ = ["REDIS_DOWN", "Bus", "Cluster", "Keys", "Presence", "Rpc", "Store"]
+
+log = logging.getLogger("roomcast.cluster")
+
+
+class Cluster:
+    """The node's link to Redis: key store, bus, RPC and presence, started and stopped together.
+
+    With no ``redis_url`` both clients talk to one embedded fakeredis server: the same code,
+    a single node.
+    """
+
+    def __init__(self, *, node_id: str, token: str, redis_url: str | None,
+                 pubsub_url: str | None, key_prefix: str, rpc_timeout: float,
+                 presence_ttl: float, watchdog_interval: float,
+                 owns_connection: Callable[[str], bool]) -> None:
+        self.node_id = node_id
+        self.token = token
+        self.keys = Keys(key_prefix)
+        embedded: Any = None
+        if redis_url is None:
+            import fakeredis
+
+            embedded = fakeredis.FakeServer()
+        self.embedded = redis_url is None
+        key_client = connect(redis_url, embedded)
+        pubsub_client = key_client if pubsub_url in (None, redis_url) else connect(pubsub_url)
+        self.store = Store(key_client, self.keys)
+        self.bus = Bus(pubsub_client, watchdog_channel=self.keys.watchdog_channel(node_id),
+                       watchdog_interval=watchdog_interval)
+        self.rpc = Rpc(node_id=node_id, token=token, keys=self.keys, bus=self.bus,
+                       store=self.store, timeout=rpc_timeout, owns_connection=owns_connection)
+        self.presence = Presence(self.store, node_id, presence_ttl)
+        self._pubsub_client = pubsub_client
+
+    def register(self, name: str, method: Any) -> None:
+        """Make ``method`` callable from other nodes under ``name``."""
+        self.rpc.register(name, method)
+
+    async def call(self, method: str, *args: Any, connection_id: str) -> Any:
+        """Run a registered method on the node that owns ``connection_id``."""
+        return await self.rpc.call(method, *args, connection_id=connection_id)
+
+    async def call_all(self, method: str, *args: Any) -> dict[str, Any]:
+        """Run a registered method on every live node; results by node id."""
+        return await self.rpc.call_all(method, *args)
+
+    async def start(self) -> None:
+        try:
+            await self.store.ping()
+        except REDIS_DOWN as error:
+            log.error("Redis unreachable at start (%s); retrying in the background", error)
+        await self.bus.start()
+        await self.rpc.start()
+        await self.presence.start()
+
+    async def stop(self) -> None:
+        await self.presence.stop()
+        await self.rpc.stop()
+        await self.bus.stop()
+        with contextlib.suppress(Exception):
+            await self.store.close()
+        if self._pubsub_client is not self.store.redis:
+            with contextlib.suppress(Exception):
+                await self._pubsub_client.aclose()

@@ -1,0 +1,163 @@
+"""Connections: one object per client, whatever transport carries it."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from roomcast import jsonwire
+
+if TYPE_CHECKING:
+    from roomcast.api import Api
+
+log = logging.getLogger("roomcast.connections")
+
+
+class Connection:
+    """A client of this node.
+
+    Transports subclass it and provide :meth:`frame`, :meth:`write_frame` and
+    :meth:`close_transport`. ``framing`` names the wire encoding, so a chat message is
+    framed once per kind of transport and the same bytes go to every member.
+    """
+
+    type: str = "test"
+    framing: str = "json"
+    can_chat: bool = True
+
+    def __init__(self, api: Api, *, remote_ip: str = "127.0.0.1", remote_port: int = 0,
+                 id: str | None = None, fingerprint: str | None = None) -> None:
+        self.api = api
+        self.id: str = id or str(uuid.uuid4())
+        self.fingerprint: str = fingerprint or self.id
+        self.remote_ip = remote_ip
+        self.remote_port = remote_port
+        self.connected_at: int = int(time.time() * 1000)
+        self.rooms: list[str] = []
+        self.params: dict[str, Any] = {}
+        self.message_count = 0
+        self.total_actions = 0
+        self.pending_actions = 0
+        self.destroyed = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.type} {self.id} {self.remote_ip}:{self.remote_port}>"
+
+    # transport hooks ---------------------------------------------------------------------
+
+    def frame(self, data: bytes) -> Any:
+        """Wrap encoded JSON for this transport; the result goes to :meth:`write_frame`."""
+        return data
+
+    def write_frame(self, frame: Any) -> None:
+        """Queue a framed message for the client; never blocks."""
+        raise NotImplementedError
+
+    def close_transport(self) -> None:
+        """Close the underlying transport after a goodbye, if the transport has one."""
+
+    def goodbye(self) -> None:
+        """Send the transport's farewell before closing (the socket says ``Bye!``)."""
+
+    # public API --------------------------------------------------------------------------
+
+    async def send_message(self, message: Any) -> None:
+        """Push any JSON value to this client."""
+        if not self.destroyed:
+            self.write_frame(self.frame(jsonwire.dumps(message)))
+
+    async def destroy(self) -> None:
+        """Disconnect: run destroy middleware, leave every room, close the transport."""
+        await self.api.connections.destroy(self)
+
+    def details(self) -> dict[str, Any]:
+        """The ``detailsView`` data, in ActionHero's camelCase."""
+        return {
+            "id": self.id,
+            "fingerprint": self.fingerprint,
+            "remoteIP": self.remote_ip,
+            "remotePort": self.remote_port,
+            "params": self.params,
+            "connectedAt": self.connected_at,
+            "rooms": list(self.rooms),
+            "totalActions": self.total_actions,
+            "pendingActions": self.pending_actions,
+        }
+
+
+ConnectionHook = Callable[[Connection], Any]
+
+
+@dataclass
+class ConnectionMiddleware:
+    """``create(connection)`` and ``destroy(connection)`` hooks (sync or async)."""
+
+    name: str
+    priority: int = 100
+    create: ConnectionHook | None = None
+    destroy: ConnectionHook | None = None
+
+
+class Connections:
+    """This node's connections by id (``api.connections``) and their middleware."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self._by_id: dict[str, Connection] = {}
+        self._middleware: list[ConnectionMiddleware] = []
+
+    def add_middleware(self, middleware: ConnectionMiddleware) -> None:
+        self._middleware = [m for m in self._middleware if m.name != middleware.name]
+        self._middleware.append(middleware)
+        self._middleware.sort(key=lambda m: m.priority)
+
+    def remove_middleware(self, name: str) -> None:
+        self._middleware = [m for m in self._middleware if m.name != name]
+
+    def get(self, connection_id: str) -> Connection | None:
+        return self._by_id.get(connection_id)
+
+    def __contains__(self, connection_id: object) -> bool:
+        return connection_id in self._by_id
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self._by_id.values()))
+
+    async def register(self, connection: Connection) -> None:
+        """Track a new connection and run create middleware."""
+        self._by_id[connection.id] = connection
+        for middleware in self._middleware:
+            if middleware.create is not None:
+                await _call(middleware.create, connection)
+
+    async def destroy(self, connection: Connection) -> None:
+        """Run destroy middleware, leave every room, forget the connection, close it."""
+        if connection.destroyed:
+            return
+        connection.destroyed = True
+        for middleware in self._middleware:
+            if middleware.destroy is not None:
+                try:
+                    await _call(middleware.destroy, connection)
+                except Exception:
+                    log.exception("connection destroy middleware %s failed", middleware.name)
+        try:
+            await self.api.chat_room.leave_all(connection)
+        finally:
+            self._by_id.pop(connection.id, None)
+            connection.goodbye()
+            connection.close_transport()
+
+
+async def _call(hook: ConnectionHook, connection: Connection) -> None:
+    result = hook(connection)
+    if inspect.isawaitable(result):
+        await result

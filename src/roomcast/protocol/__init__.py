@@ -1,0 +1,1 @@
+"""Pure encode/decode for each wire: no sockets here, only bytes, strings and events."""

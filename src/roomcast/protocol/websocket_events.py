@@ -1,0 +1,47 @@
+"""The WebSocket event protocol without sockets: one JSON text frame in, one request out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from roomcast import jsonwire
+from roomcast.protocol.requests import (
+    ActionRequest,
+    FileRequest,
+    InvalidRequest,
+    QuitRequest,
+    Request,
+    VerbRequest,
+)
+
+_ROOM_EVENTS = ("roomAdd", "roomLeave", "roomView")
+
+
+def parse_event(text: str | bytes) -> tuple[Request, Any]:
+    """Return the request in a frame and its ``messageId`` (None when absent)."""
+    try:
+        value = jsonwire.loads(text)
+    except ValueError:
+        return InvalidRequest("invalid JSON: a frame must be a JSON object"), None
+    if not isinstance(value, dict):
+        return InvalidRequest("a frame must be a JSON object"), None
+    message_id = value.get("messageId")
+    event = value.get("event")
+    if event in _ROOM_EVENTS:
+        return VerbRequest(event, {"room": value.get("room")}), message_id
+    if event == "say":
+        return VerbRequest("say", {"room": value.get("room"),
+                                   "message": value.get("message")}), message_id
+    if event in ("detailsView", "documentation"):
+        return VerbRequest(event, {}), message_id
+    if event == "action":
+        params = value.get("params") or {}
+        if not isinstance(params, dict):
+            return InvalidRequest("params must be a JSON object"), message_id
+        action = params.get("action")
+        return ActionRequest(action if isinstance(action, str) else None, dict(params)), message_id
+    if event == "file":
+        return FileRequest(str(value.get("file") or "")), message_id
+    if event == "quit":
+        return QuitRequest(), message_id
+    return InvalidRequest(f"unknown event ({event})"), message_id

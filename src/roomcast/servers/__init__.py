@@ -1,0 +1,1 @@
+"""Network servers: they move bytes between sockets and the protocol/dispatch layers."""

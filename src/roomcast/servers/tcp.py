@@ -1,0 +1,203 @@
+"""The TCP socket server: ActionHero's line protocol over plain TCP or TLS.
+
+This module only moves bytes: :mod:`roomcast.protocol.socket_lines` cuts and parses lines,
+:mod:`roomcast.dispatch` answers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import ssl
+from typing import TYPE_CHECKING, Any, cast
+
+from roomcast import jsonwire
+from roomcast.connection import Connection
+from roomcast.dispatch import PublicFileNotFound, answer, read_public_file
+from roomcast.protocol import replies
+from roomcast.protocol.requests import ActionRequest, FileRequest, QuitRequest
+from roomcast.protocol.socket_lines import (
+    Interrupt,
+    Line,
+    LineEvent,
+    LineSplitter,
+    NotUtf8,
+    TooLong,
+    parse_line,
+)
+
+if TYPE_CHECKING:
+    from roomcast.api import Api
+
+log = logging.getLogger("roomcast.tcp")
+
+_GOODBYE = jsonwire.dumps(replies.GOODBYE) + b"\r\n"
+_MAX_QUEUED = 256  # lines waiting per connection before we stop reading from it
+
+
+class SocketConnection(Connection):
+    """A TCP client; messages are JSON lines ending in ``\\r\\n``."""
+
+    type = "socket"
+    framing = "line"
+
+    def __init__(self, api: Api, transport: asyncio.Transport, remote_ip: str,
+                 remote_port: int) -> None:
+        super().__init__(api, remote_ip=remote_ip, remote_port=remote_port)
+        self._transport = transport
+        self._send_limit = api.config.socket.send_buffer_limit
+
+    def frame(self, data: bytes) -> bytes:
+        return data + b"\r\n"
+
+    def write_frame(self, frame: Any) -> None:
+        transport = self._transport
+        if transport.is_closing():
+            return
+        transport.write(frame)
+        if transport.get_write_buffer_size() > self._send_limit and not self.destroyed:
+            log.warning("disconnecting %s: %d bytes unsent (send limit %d)", self.id,
+                        transport.get_write_buffer_size(), self._send_limit)
+            transport.abort()
+
+    def write_raw(self, data: bytes) -> None:
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def goodbye(self) -> None:
+        self.write_raw(_GOODBYE)
+
+    def close_transport(self) -> None:
+        self._transport.close()
+
+
+class SocketProtocol(asyncio.Protocol):
+    """One TCP client: feeds bytes to a :class:`LineSplitter` and answers lines in order.
+
+    Verbs are answered one after another (so ``roomAdd`` then ``say`` in one write works);
+    actions run concurrently, each reply tagged with the messageCount of its request.
+    """
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.connection: SocketConnection | None = None
+        self._splitter = LineSplitter(api.config.socket.max_data_length)
+        self._queue: collections.deque[tuple[int, LineEvent]] = collections.deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._registered = False
+        self._paused = False
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._transport = transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.connection = SocketConnection(self.api, transport, str(peer[0]), int(peer[1]))
+        self.connection.write_raw(
+            jsonwire.dumps(replies.welcome(self.api.config.socket.welcome)) + b"\r\n"
+        )
+        self._worker = asyncio.create_task(self._run())
+
+    def data_received(self, data: bytes) -> None:
+        connection = self.connection
+        if connection is None or connection.destroyed:
+            return
+        for event in self._splitter.feed(data):
+            connection.message_count += 1
+            self._queue.append((connection.message_count, event))
+        if len(self._queue) > _MAX_QUEUED and self._transport is not None:
+            self._transport.pause_reading()
+            self._paused = True
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.connection is not None and not self.connection.destroyed:
+            self.api.spawn(self.connection.destroy())
+
+    async def _run(self) -> None:
+        connection = self.connection
+        assert connection is not None
+        if not self._registered:
+            self._registered = True
+            await self.api.connections.register(connection)
+        while self._queue and not connection.destroyed:
+            count, event = self._queue.popleft()
+            try:
+                await self._handle(connection, count, event)
+            except Exception:
+                log.exception("error answering %s", connection.id)
+            if self._paused and len(self._queue) < _MAX_QUEUED // 2 and self._transport:
+                self._paused = False
+                self._transport.resume_reading()
+
+    async def _handle(self, connection: SocketConnection, count: int, event: LineEvent) -> None:
+        if isinstance(event, Interrupt):
+            await connection.destroy()
+            return
+        if isinstance(event, TooLong):
+            error = replies.too_long_error(event.received, event.limit)
+            await connection.send_message(replies.request_error(error, count))
+            return
+        if isinstance(event, NotUtf8):
+            await connection.send_message(
+                replies.request_error("request is not valid UTF-8", count))
+            return
+        assert isinstance(event, Line)
+        request = parse_line(event.text)
+        if request is None:
+            return
+        if isinstance(request, QuitRequest):
+            await connection.destroy()
+        elif isinstance(request, FileRequest):
+            self._send_file(connection, request.path)
+        elif isinstance(request, ActionRequest):
+            self.api.spawn(self._answer_action(connection, request, count))
+        else:
+            await connection.send_message(await answer(connection, request, count))
+
+    async def _answer_action(self, connection: SocketConnection, request: ActionRequest,
+                             count: int) -> None:
+        await connection.send_message(await answer(connection, request, count))
+
+    def _send_file(self, connection: SocketConnection, path: str) -> None:
+        try:
+            content, _ = read_public_file(self.api, path)
+        except PublicFileNotFound:
+            connection.write_raw(jsonwire.dumps(replies.file_not_found(path)) + b"\r\n")
+            return
+        connection.write_raw(content)
+
+
+class TcpServer:
+    """Listens for socket clients (TLS when a certificate and key are configured)."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self._server: asyncio.Server | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        config = self.api.config
+        context: ssl.SSLContext | None = None
+        if config.tls_cert and config.tls_key:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(config.tls_cert, config.tls_key)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: SocketProtocol(self.api), config.bind, config.socket_port, ssl=context,
+            backlog=4096,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("socket server listening on %s:%s%s", config.bind, self.port,
+                 " (TLS)" if context else "")
+
+    async def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

@@ -1,0 +1,65 @@
+"""The verbs a persistent connection may use, shared by the TCP and WebSocket servers.
+
+Transports parse their wire format into a verb name and an argument dict, call
+:func:`run_verb`, and encode what it returns (or the error it raises) as a reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from roomcast.connection import Connection
+
+#: Verbs handled here; ``quit``/``exit`` and ``file`` are handled by each transport.
+VERBS = frozenset({
+    "paramAdd", "paramView", "paramDelete", "paramsView", "paramsDelete",
+    "roomAdd", "roomLeave", "roomView", "detailsView", "documentation", "say",
+})
+
+
+class VerbError(Exception):
+    """A verb refused; the message is the reply's ``status``."""
+
+
+async def run_verb(connection: Connection, verb: str, args: Mapping[str, Any]) -> Any:
+    """Run ``verb`` for ``connection``; return the reply data or raise with the wire text."""
+    api = connection.api
+    room = args.get("room")
+    if verb == "roomAdd":
+        return await api.chat_room.add_member(connection.id, _text(room))
+    if verb == "roomLeave":
+        return await api.chat_room.remove_member(connection.id, _text(room))
+    if verb == "say":
+        await api.chat_room.broadcast(connection, _text(room), args.get("message"))
+        return None
+    if verb == "roomView":
+        if room not in connection.rooms:
+            raise VerbError(f"not member of room {room}")
+        return await api.chat_room.room_status(_text(room))
+    if verb == "detailsView":
+        return connection.details()
+    if verb == "documentation":
+        return api.actions.documentation()
+    if verb == "paramsView":
+        return connection.params
+    if verb == "paramsDelete":
+        connection.params.clear()
+        return None
+    key = args.get("key")
+    if verb in ("paramAdd", "paramView", "paramDelete") and not key:
+        raise VerbError("a param key is required")
+    if verb == "paramAdd":
+        connection.params[str(key)] = args.get("value")
+        return None
+    if verb == "paramView":
+        return connection.params.get(str(key))
+    if verb == "paramDelete":
+        connection.params.pop(str(key), None)
+        return None
+    raise VerbError(f"unknown verb ({verb})")
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
