@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from roomcast import __version__
 from roomcast.api import Api
@@ -52,12 +53,22 @@ async def run_node(api: Api) -> None:
         await api.stop()
 
 
+def _event_loop_runner() -> Any:
+    """uvloop's runner when installed (faster I/O), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command != "start":
         parser.print_help()
         return 2
+    runner = _event_loop_runner()
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
         config = load_config(flags, config_file=args.config)
@@ -68,11 +79,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, config.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        import uvloop
-    except ImportError:
-        uvloop = None
-    runner = uvloop.run if uvloop is not None else asyncio.run
     try:
         runner(run_node(Api(config)))
     except OSError as error:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ class Connection:
         self.total_actions = 0
         self.pending_actions = 0
         self.destroyed = False
+        self._tasks: set[asyncio.Task[Any]] | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.type} {self.id} {self.remote_ip}:{self.remote_port}>"
@@ -74,6 +76,19 @@ class Connection:
     async def destroy(self) -> None:
         """Disconnect: run destroy middleware, leave every room, close the transport."""
         await self.api.connections.destroy(self)
+
+    def run_in_background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run work for this connection (an action) concurrently; :meth:`settle` awaits it."""
+        task = self.api.spawn(coroutine)
+        if self._tasks is None:
+            self._tasks = set()
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) for this connection's background work to finish."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
 
     def details(self) -> dict[str, Any]:
         """The ``detailsView`` data, in ActionHero's camelCase."""

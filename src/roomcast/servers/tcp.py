@@ -149,11 +149,12 @@ class SocketProtocol(asyncio.Protocol):
         if request is None:
             return
         if isinstance(request, QuitRequest):
+            await connection.settle(self.api.config.shutdown_timeout)  # answer what was asked
             await connection.destroy()
         elif isinstance(request, FileRequest):
             self._send_file(connection, request.path)
         elif isinstance(request, ActionRequest):
-            self.api.spawn(self._answer_action(connection, request, count))
+            connection.run_in_background(self._answer_action(connection, request, count))
         else:
             await connection.send_message(await answer(connection, request, count))
 

@@ -1,0 +1,52 @@
+"""Pre-framing of server-to-client WebSocket messages, done by aiohttp's own frame writer.
+
+A chat message is framed once per node and the same bytes are written to every member's
+transport. Framing is aiohttp's: its writer writes into a buffer here instead of a socket.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import WSMsgType
+from aiohttp._websocket.writer import WebSocketWriter
+
+
+class _FrameBuffer:
+    """Just enough of a transport for ``WebSocketWriter`` to write a frame into."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.chunks.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+_buffer = _FrameBuffer()
+_writer = WebSocketWriter(None, _buffer, use_mask=False)  # type: ignore[arg-type]
+_TEXT = int(WSMsgType.TEXT)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """Return the complete unmasked, uncompressed text frame carrying ``payload``."""
+    _writer._write_websocket_frame(payload, _TEXT, 0)
+    frame = b"".join(_buffer.chunks)
+    _buffer.chunks.clear()
+    _writer._output_size = 0
+    return frame
+
+
+def check() -> Any:
+    """Raise if aiohttp's writer no longer frames as expected (run at import)."""
+    frame = text_frame(b"hi")
+    if frame != b"\x81\x02hi":
+        raise RuntimeError(f"unexpected WebSocket frame from aiohttp: {frame!r}")
+    return frame
+
+
+check()

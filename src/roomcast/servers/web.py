@@ -1,0 +1,247 @@
+"""The web server (aiohttp): WebSocket clients at ``/ws``, actions at ``/api/<action>``,
+static files at ``/``.
+
+aiohttp is the one HTTP/WebSocket stack: fast (C parsers), maintained, and serving both
+from one port. This module moves bytes; parsing and answering live in
+:mod:`roomcast.protocol` and :mod:`roomcast.dispatch`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any, cast
+
+from aiohttp import WSMsgType, web
+
+from roomcast import jsonwire
+from roomcast.actions.errors import ActionError
+from roomcast.connection import Connection
+from roomcast.dispatch import PublicFileNotFound, answer, read_public_file
+from roomcast.protocol import replies
+from roomcast.protocol.requests import ActionRequest, FileRequest, QuitRequest
+from roomcast.protocol.websocket_events import parse_event
+from roomcast.protocol.websocket_frames import text_frame
+
+if TYPE_CHECKING:
+    from roomcast.api import Api
+
+log = logging.getLogger("roomcast.web")
+
+SESSION_COOKIE = "sessionID"
+_API_KEY: web.AppKey[Any] = web.AppKey("roomcast_api")
+
+
+class WebSocketConnection(Connection):
+    """A WebSocket client; messages are pre-framed text frames written to its transport."""
+
+    type = "websocket"
+    framing = "ws-text"
+
+    def __init__(self, api: Api, ws: web.WebSocketResponse, transport: asyncio.Transport,
+                 remote_ip: str, remote_port: int, fingerprint: str | None) -> None:
+        super().__init__(api, remote_ip=remote_ip, remote_port=remote_port,
+                         fingerprint=fingerprint)
+        self.ws = ws
+        self._transport = transport
+        self._send_limit = api.config.web.send_buffer_limit
+        self.said_goodbye = False
+
+    def frame(self, data: bytes) -> bytes:
+        return text_frame(data)
+
+    def write_frame(self, frame: Any) -> None:
+        transport = self._transport
+        if transport.is_closing():
+            return
+        transport.write(frame)
+        if transport.get_write_buffer_size() > self._send_limit and not self.destroyed:
+            log.warning("disconnecting %s: %d bytes unsent (send limit %d)", self.id,
+                        transport.get_write_buffer_size(), self._send_limit)
+            transport.abort()
+
+    def close_transport(self) -> None:
+        if not self.ws.closed:
+            # 1001 "going away": clients reconnect; after a quit they were told "Bye!".
+            self.api.spawn(self.ws.close(code=1000 if self.said_goodbye else 1001))
+
+
+class WebConnection(Connection):
+    """One HTTP request running an action; it cannot chat."""
+
+    type = "web"
+    can_chat = False
+
+    def write_frame(self, frame: Any) -> None:  # HTTP answers once, with the response
+        pass
+
+
+class WebServer:
+    """HTTP and WebSocket on one port."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+
+    def build_app(self) -> web.Application:
+        app = web.Application(middlewares=[_session_cookie],
+                              client_max_size=self.api.config.web.max_message_size)
+        app[_API_KEY] = self.api
+        app.router.add_get("/ws", self.websocket)
+        app.router.add_route("GET", "/api/{action}", self.action)
+        app.router.add_route("POST", "/api/{action}", self.action)
+        app.router.add_get("/", self.index)
+        app.router.add_get("/{path:.+}", self.static)
+        return app
+
+    async def start(self) -> None:
+        config = self.api.config
+        self._runner = web.AppRunner(self.build_app(), access_log=None,
+                                     handle_signals=False)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, config.bind, config.web_port, backlog=4096)
+        await self._site.start()
+        server = cast(asyncio.Server, self._site._server)
+        self.port = int(server.sockets[0].getsockname()[1])
+        log.info("web server listening on http://%s:%s (WebSocket at /ws)", config.bind,
+                 self.port)
+
+    async def stop_accepting(self) -> None:
+        server = self._site._server if self._site is not None else None
+        if server is not None:
+            server.close()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # WebSocket ---------------------------------------------------------------------------
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        api = self.api
+        settings = api.config.web
+        ws = web.WebSocketResponse(heartbeat=settings.heartbeat,
+                                   max_msg_size=settings.max_message_size,
+                                   compress=settings.compress)
+        await ws.prepare(request)
+        transport = cast(asyncio.Transport, request.transport)
+        peer = transport.get_extra_info("peername") or ("", 0)
+        connection = WebSocketConnection(api, ws, transport, str(peer[0]), int(peer[1]),
+                                         request.cookies.get(SESSION_COOKIE))
+        await api.connections.register(connection)
+        await connection.send_message(replies.welcome(api.config.socket.welcome))
+        try:
+            async for message in ws:
+                if connection.destroyed:
+                    break
+                connection.message_count += 1
+                count = connection.message_count
+                if message.type == WSMsgType.TEXT:
+                    if not await self._handle_text(connection, message.data, count):
+                        break
+                elif message.type == WSMsgType.BINARY:
+                    await connection.send_message(replies.request_error(
+                        "binary frames are not supported: send JSON text frames", count))
+                else:
+                    break
+        finally:
+            await connection.destroy()
+        return ws
+
+    async def _handle_text(self, connection: WebSocketConnection, text: str,
+                           count: int) -> bool:
+        """Answer one frame; False when the client asked to quit."""
+        request, message_id = parse_event(text)
+        if isinstance(request, QuitRequest):
+            await connection.settle(self.api.config.shutdown_timeout)  # answer what was asked
+            await connection.send_message(replies.GOODBYE)
+            connection.said_goodbye = True
+            return False
+        if isinstance(request, FileRequest):
+            await connection.send_message(self._file_reply(request.path, count, message_id))
+        elif isinstance(request, ActionRequest):
+            connection.run_in_background(self._answer(connection, request, count, message_id))
+        else:
+            await connection.send_message(await answer(connection, request, count, message_id))
+        return True
+
+    async def _answer(self, connection: Connection, request: ActionRequest, count: int,
+                      message_id: Any) -> None:
+        await connection.send_message(await answer(connection, request, count, message_id))
+
+    def _file_reply(self, path: str, count: int, message_id: Any) -> dict[str, Any]:
+        try:
+            content, mime = read_public_file(self.api, path)
+        except PublicFileNotFound:
+            reply: dict[str, Any] = {"error": replies.file_not_found(path)}
+        else:
+            reply = {"content": content.decode("utf-8", errors="replace"), "mime": mime,
+                     "length": len(content)}
+        return replies.action_reply(reply, count, message_id)
+
+    # HTTP --------------------------------------------------------------------------------
+
+    async def action(self, request: web.Request) -> web.Response:
+        params: dict[str, Any] = dict(request.query)
+        if request.method == "POST" and request.can_read_body:
+            if request.content_type == "application/json":
+                try:
+                    body = await request.json(loads=jsonwire.loads)
+                except ValueError:
+                    return _json({"error": "the request body is not valid JSON"}, 400)
+                if not isinstance(body, dict):
+                    return _json({"error": "the JSON body must be an object"}, 400)
+                params.update(body)
+            else:
+                params.update(dict(await request.post()))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        connection = WebConnection(self.api, remote_ip=str(peer[0]) if peer else "",
+                                   remote_port=int(peer[1]) if peer else 0,
+                                   fingerprint=request.cookies.get(SESSION_COOKIE))
+        await self.api.connections.register(connection)
+        try:
+            data = await self.api.actions.run_or_raise(
+                connection, request.match_info["action"], params)
+        except ActionError as error:
+            return _json({"error": str(error)}, error.status)
+        except Exception as error:
+            return _json({"error": str(error) or type(error).__name__}, 400)
+        finally:
+            await connection.destroy()
+        return _json(data.response, 200)
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return self._file_response("index.html")
+        except PublicFileNotFound:
+            raise web.HTTPFound("/chat.html") from None
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return self._file_response(request.match_info["path"])
+        except PublicFileNotFound:
+            return web.Response(status=404, text=replies.file_not_found(
+                request.match_info["path"]))
+
+    def _file_response(self, path: str) -> web.Response:
+        content, mime = read_public_file(self.api, path)
+        charset = "utf-8" if mime.startswith("text/") or mime.endswith("javascript") else None
+        return web.Response(body=content, content_type=mime, charset=charset)
+
+
+@web.middleware
+async def _session_cookie(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Give every browser a ``sessionID`` cookie on its first visit (the fingerprint)."""
+    response: web.StreamResponse = await handler(request)
+    if SESSION_COOKIE not in request.cookies and not response.prepared:
+        response.set_cookie(SESSION_COOKIE, str(uuid.uuid4()), httponly=True,
+                            samesite="Lax")
+    return response
+
+
+def _json(body: dict[str, Any], status: int) -> web.Response:
+    return web.Response(body=jsonwire.dumps(body), status=status,
+                        content_type="application/json")
