@@ -10,10 +10,9 @@ import asyncio
 import collections
 import logging
 import ssl
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from roomcast import jsonwire
-from roomcast.connection import Connection
 from roomcast.dispatch import PublicFileNotFound, answer, read_public_file
 from roomcast.protocol import replies
 from roomcast.protocol.requests import ActionRequest, FileRequest, QuitRequest
@@ -26,6 +25,7 @@ from roomcast.protocol.socket_lines import (
     TooLong,
     parse_line,
 )
+from roomcast.servers.stream_connection import StreamConnection
 
 if TYPE_CHECKING:
     from roomcast.api import Api
@@ -36,7 +36,7 @@ _GOODBYE = jsonwire.dumps(replies.GOODBYE) + b"\r\n"
 _MAX_QUEUED = 256  # lines waiting per connection before we stop reading from it
 
 
-class SocketConnection(Connection):
+class SocketConnection(StreamConnection):
     """A TCP client; messages are JSON lines ending in ``\\r\\n``."""
 
     type = "socket"
@@ -44,32 +44,14 @@ class SocketConnection(Connection):
 
     def __init__(self, api: Api, transport: asyncio.Transport, remote_ip: str,
                  remote_port: int) -> None:
-        super().__init__(api, remote_ip=remote_ip, remote_port=remote_port)
-        self._transport = transport
-        self._send_limit = api.config.socket.send_buffer_limit
+        super().__init__(api, transport, remote_ip, remote_port,
+                         api.config.socket.send_buffer_limit)
 
     def frame(self, data: bytes) -> bytes:
         return data + b"\r\n"
 
-    def write_frame(self, frame: Any) -> None:
-        transport = self._transport
-        if transport.is_closing():
-            return
-        transport.write(frame)
-        if transport.get_write_buffer_size() > self._send_limit and not self.destroyed:
-            log.warning("disconnecting %s: %d bytes unsent (send limit %d)", self.id,
-                        transport.get_write_buffer_size(), self._send_limit)
-            transport.abort()
-
-    def write_raw(self, data: bytes) -> None:
-        if not self._transport.is_closing():
-            self._transport.write(data)
-
     def goodbye(self) -> None:
         self.write_raw(_GOODBYE)
-
-    def close_transport(self) -> None:
-        self._transport.close()
 
 
 class SocketProtocol(asyncio.Protocol):

@@ -23,6 +23,7 @@ from roomcast.protocol import replies
 from roomcast.protocol.requests import ActionRequest, FileRequest, QuitRequest
 from roomcast.protocol.websocket_events import parse_event
 from roomcast.protocol.websocket_frames import text_frame
+from roomcast.servers.stream_connection import StreamConnection
 
 if TYPE_CHECKING:
     from roomcast.api import Api
@@ -33,7 +34,7 @@ SESSION_COOKIE = "sessionID"
 _API_KEY: web.AppKey[Any] = web.AppKey("roomcast_api")
 
 
-class WebSocketConnection(Connection):
+class WebSocketConnection(StreamConnection):
     """A WebSocket client; messages are pre-framed text frames written to its transport."""
 
     type = "websocket"
@@ -41,27 +42,16 @@ class WebSocketConnection(Connection):
 
     def __init__(self, api: Api, ws: web.WebSocketResponse, transport: asyncio.Transport,
                  remote_ip: str, remote_port: int, fingerprint: str | None) -> None:
-        super().__init__(api, remote_ip=remote_ip, remote_port=remote_port,
-                         fingerprint=fingerprint)
+        super().__init__(api, transport, remote_ip, remote_port,
+                         api.config.web.send_buffer_limit, fingerprint)
         self.ws = ws
-        self._transport = transport
-        self._send_limit = api.config.web.send_buffer_limit
         self.said_goodbye = False
 
     def frame(self, data: bytes) -> bytes:
         return text_frame(data)
 
-    def write_frame(self, frame: Any) -> None:
-        transport = self._transport
-        if transport.is_closing():
-            return
-        transport.write(frame)
-        if transport.get_write_buffer_size() > self._send_limit and not self.destroyed:
-            log.warning("disconnecting %s: %d bytes unsent (send limit %d)", self.id,
-                        transport.get_write_buffer_size(), self._send_limit)
-            transport.abort()
-
     def close_transport(self) -> None:
+        self.flush()
         if not self.ws.closed:
             # 1001 "going away": clients reconnect; after a quit they were told "Bye!".
             self.api.spawn(self.ws.close(code=1000 if self.said_goodbye else 1001))
