@@ -7,10 +7,11 @@ channel -> every other node with members in the room -> their members.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from roomcast import jsonwire
@@ -22,6 +23,7 @@ from roomcast.chat.errors import (
     RoomAndMessageRequired,
     RoomNotFound,
     RoomRequired,
+    RpcTimeout,
 )
 from roomcast.chat.middleware import ChatMiddleware, ChatMiddlewareChain
 from roomcast.chat.room_index import RoomIndex
@@ -54,6 +56,9 @@ class ChatRoom:
         self._keys = api.cluster.keys
         self._store = api.cluster.store
         self._bus = api.cluster.bus
+        # What was stored for each local membership, so a resync writes it unchanged.
+        self._details: dict[tuple[str, str], dict[str, Any]] = {}
+        self._member_writes = _WriteGate()
         self._header = jsonwire.dumps(
             {"serverToken": api.config.server_token, "serverId": api.id}
         ) + b"\n"
@@ -65,8 +70,7 @@ class ChatRoom:
         cluster.register("chat.add_member", self._rpc_add_member)
         cluster.register("chat.remove_member", self._rpc_remove_member)
         cluster.register("chat.evict_room", self._rpc_evict_room)
-        cluster.bus.on_reconnect = self.resync
-        cluster.presence.on_lapse = self.resync
+        cluster.presence.on_resync = self.resync
         for room in self.api.config.chat.starting_chat_rooms:
             try:
                 await self.add(room)
@@ -74,15 +78,30 @@ class ChatRoom:
                 log.error("could not create starting room %s: %s", room, error)
 
     async def resync(self) -> None:
-        """Write this node's rooms and members to Redis again (after an outage or a reap)."""
-        rooms = set(self.api.config.chat.starting_chat_rooms) | set(self.index.rooms())
-        for room in rooms:
-            await self._store.add_room(room)
-        for room in self.index.rooms():
-            for connection in self.index.members(room):
-                details = self.generate_member_details(connection)
-                await self._store.add_member(room, connection.id, self.api.id, details)
-        await self.api.cluster.presence.beat()
+        """Make Redis hold this node's rooms and members again (after an outage or a reap).
+
+        Memberships Redis lost are written again; ones this node dropped while Redis was
+        unreachable are removed. The presence loop runs this, one at a time.
+        """
+        # No membership write may run while the index is read and Redis rewritten, or a
+        # leave could be undone (or a join deleted) by this snapshot.
+        async with self._member_writes.closed():
+            rooms = set(self.api.config.chat.starting_chat_rooms) | set(self.index.rooms())
+            members: dict[tuple[str, str], dict[str, Any]] = {}
+            for room in self.index.rooms():
+                for connection in self.index.members(room):
+                    details = self._details.get((room, connection.id))
+                    if details is None:
+                        details = self.generate_member_details(connection)
+                    members[(connection.id, room)] = details
+            stale = await self._store.reconcile_node(self.api.id, rooms, members)
+        log.info("wrote %d rooms and %d memberships to Redis again; removed %d stale",
+                 len(rooms), len(members), stale)
+
+    def _store_failed(self, what: str, error: Exception) -> None:
+        """A write to Redis failed: chat goes on locally, presence resyncs when it can."""
+        log.warning("%s: %s; will write it when Redis is back", what, error)
+        self.api.cluster.presence.request_resync()
 
     # middleware --------------------------------------------------------------------------
 
@@ -132,7 +151,10 @@ class ChatRoom:
         if not room or not await self._store.room_exists(room):
             raise RoomNotFound()
         await self.broadcast({}, room, ROOM_DELETED)
-        await self.api.cluster.call_all("chat.evict_room", room)
+        try:
+            await self.api.cluster.call_all("chat.evict_room", room)
+        except RpcTimeout:  # a node that died a moment ago; presence reaps its members
+            log.warning("a node did not confirm the eviction from %s", room)
         await self._store.remove_room(room)
 
     async def room_status(self, room: str) -> dict[str, Any]:
@@ -182,11 +204,13 @@ class ChatRoom:
         connection.rooms.append(room)
         self.index.add(room, connection)
         details = self.generate_member_details(connection)
+        self._details[(room, connection.id)] = details
         await self._sync_subscription(room)
         try:
-            await self._store.add_member(room, connection.id, self.api.id, details)
-        except REDIS_DOWN as error:  # local chat goes on; resync writes it later
-            log.warning("member %s of %s not stored: %s", connection.id, room, error)
+            async with self._member_writes.open():
+                await self._store.add_member(room, connection.id, self.api.id, details)
+        except REDIS_DOWN as error:
+            self._store_failed(f"member {connection.id} of {room} not stored", error)
         return True
 
     async def _remove_local_member(self, connection: Connection, room: str) -> bool:
@@ -207,11 +231,13 @@ class ChatRoom:
         with contextlib.suppress(ValueError):
             connection.rooms.remove(room)
         self.index.remove(room, connection.id)
+        self._details.pop((room, connection.id), None)
         await self._sync_subscription(room)
         try:
-            await self._store.remove_member(room, connection.id, self.api.id)
+            async with self._member_writes.open():
+                await self._store.remove_member(room, connection.id, self.api.id)
         except REDIS_DOWN as error:
-            log.warning("member %s of %s not removed from Redis: %s", connection.id, room, error)
+            self._store_failed(f"member {connection.id} of {room} not removed", error)
 
     async def leave_all(self, connection: Connection) -> None:
         """Take a closing connection out of every room; leave middleware runs but can't refuse."""
@@ -322,6 +348,45 @@ class ChatRoom:
             connection.write_frame(frame)
             sent += 1
         return sent
+
+
+class _WriteGate:
+    """Many membership writes at once, or one resync alone.
+
+    Writes pass while the gate is open; ``closed()`` waits for the writes in flight to
+    finish and holds new ones back until the resync is done.
+    """
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._in_flight = 0
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[None]:
+        while not self._open.is_set():
+            await self._open.wait()
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def closed(self) -> AsyncIterator[None]:
+        async with self._lock:
+            self._open.clear()
+            try:
+                await self._idle.wait()
+                yield
+            finally:
+                self._open.set()
 
 
 def _field(obj: Any, name: str) -> Any:

@@ -88,6 +88,8 @@ class BaseClient:
     # shared plumbing ---------------------------------------------------------------------
 
     def _expect(self, key: Any) -> asyncio.Future[dict[str, Any]]:
+        if self.closed.is_set():  # no reply can come: fail now rather than at the timeout
+            raise ConnectionError("connection closed")
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         return future

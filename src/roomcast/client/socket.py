@@ -87,7 +87,10 @@ class SocketClient(BaseClient):
         assert self._reader_stream is not None
         try:
             while True:
-                line = await self._reader_stream.readline()
+                try:
+                    line = await self._reader_stream.readline()
+                except OSError:  # reset by the server: closed like an EOF
+                    break
                 if not line:
                     break
                 try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -38,14 +39,21 @@ class Cluster:
 
             embedded = fakeredis.FakeServer()
         self.embedded = redis_url is None
-        key_client = connect(redis_url, embedded)
-        pubsub_client = key_client if pubsub_url in (None, redis_url) else connect(pubsub_url)
+        # Redis client names may not contain spaces; the name only helps CLIENT LIST readers.
+        name = "roomcast:" + re.sub(r"[^!-~]", "_", node_id)
+        key_client = connect(redis_url, embedded, client_name=name)
+        # Pub/sub gets a pool of its own even on the same server, so a subscriber
+        # connection in trouble can never be handed to a key-store command.
+        pubsub_client = (key_client if self.embedded
+                         else connect(pubsub_url or redis_url, client_name=name))
         self.store = Store(key_client, self.keys)
         self.bus = Bus(pubsub_client, watchdog_channel=self.keys.watchdog_channel(node_id),
                        watchdog_interval=watchdog_interval)
         self.rpc = Rpc(node_id=node_id, token=token, keys=self.keys, bus=self.bus,
                        store=self.store, timeout=rpc_timeout, owns_connection=owns_connection)
         self.presence = Presence(self.store, node_id, presence_ttl)
+        # A rebuilt subscriber may mean Redis restarted empty: write our state again.
+        self.bus.on_reconnect = self.presence.request_resync
         self._pubsub_client = pubsub_client
 
     def register(self, name: str, method: Any) -> None:

@@ -4,6 +4,10 @@ Channels are subscribed on demand (a room's channel only while this node has a m
 it), so a node never receives chat traffic for rooms it does not serve. A watchdog pings
 the node's own channel and rebuilds the subscriber when pings stop coming back, because a
 pub/sub socket can stay open yet deaf.
+
+Only the reader task opens and closes the subscriber: closing a redis-py ``PubSub`` while
+another task reads from it hands a busy connection back to the pool. Everyone else asks
+for a rebuild, which the reader performs within one poll.
 """
 
 from __future__ import annotations
@@ -43,17 +47,21 @@ class Bus:
         self._lock = asyncio.Lock()
         self._watchdog_channel = watchdog_channel
         self._watchdog_interval = watchdog_interval
+        self._poll = min(1.0, watchdog_interval)
         self._max_backoff = max_backoff
-        self._last_ping_seen = time.monotonic()
-        self._connected = asyncio.Event()
+        # The unanswered watchdog ping: its payload and when it was sent.
+        self._ping: tuple[bytes, float] | None = None
+        self._pings = 0
+        self._rebuild_reason: str | None = None
         self._closing = False
+        #: How many times the subscriber was opened again (after an outage or a rebuild).
         self.reconnects = 0
-        self.on_reconnect: Callable[[], Awaitable[None]] | None = None
-        self._hook_task: asyncio.Task[None] | None = None
+        #: Called (synchronously) each time the subscriber has been opened again.
+        self.on_reconnect: Callable[[], None] | None = None
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._pubsub is not None
 
     async def start(self) -> None:
         """Subscribe the watchdog channel and start reading; returns once subscribed."""
@@ -72,7 +80,9 @@ class Bus:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        await self._close_pubsub()
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            await _close_quietly(pubsub)
 
     async def publish(self, channel: str, data: bytes) -> bool:
         """Publish ``data``; returns False (and logs) when Redis is unreachable."""
@@ -84,18 +94,17 @@ class Bus:
             return False
 
     async def subscribe(self, channel: str, handler: Handler) -> None:
+        """Keep ``channel`` subscribed (across reconnects) with ``handler``."""
         async with self._lock:
             new = channel not in self._handlers
             self._handlers[channel] = handler
-            if new and self._pubsub is not None:
-                with contextlib.suppress(*REDIS_DOWN):  # resubscribed on reconnect
-                    await self._pubsub.subscribe(channel)
+            if new:
+                await self._send("subscribe", channel)
 
     async def unsubscribe(self, channel: str) -> None:
         async with self._lock:
-            if self._handlers.pop(channel, None) is not None and self._pubsub is not None:
-                with contextlib.suppress(*REDIS_DOWN):
-                    await self._pubsub.unsubscribe(channel)
+            if self._handlers.pop(channel, None) is not None:
+                await self._send("unsubscribe", channel)
 
     async def sync(self, channel: str, handler: Handler, wanted: Callable[[], bool]) -> None:
         """Subscribe or unsubscribe ``channel`` so it matches ``wanted()`` read under the lock.
@@ -108,91 +117,142 @@ class Bus:
             have = channel in self._handlers
             if want and not have:
                 self._handlers[channel] = handler
-                if self._pubsub is not None:
-                    with contextlib.suppress(*REDIS_DOWN):
-                        await self._pubsub.subscribe(channel)
+                await self._send("subscribe", channel)
             elif have and not want:
                 del self._handlers[channel]
-                if self._pubsub is not None:
-                    with contextlib.suppress(*REDIS_DOWN):
-                        await self._pubsub.unsubscribe(channel)
+                await self._send("unsubscribe", channel)
 
     def is_subscribed(self, channel: str) -> bool:
         return channel in self._handlers
 
-    async def _open(self) -> None:
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        channels = list(self._handlers)
-        if channels:
-            await pubsub.subscribe(*channels)
-        self._pubsub = pubsub
-        self._last_ping_seen = time.monotonic()
-        self._connected.set()
+    def rebuild(self, reason: str) -> None:
+        """Have the reader replace the subscriber with a new one subscribed to every channel."""
+        if self._rebuild_reason is None:
+            self._rebuild_reason = reason
 
-    async def _close_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        self._connected.clear()
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+    async def _send(self, command: str, channel: str) -> None:
+        """(Un)subscribe on the live subscriber; if that fails, have it rebuilt.
+
+        redis-py may reconnect a subscriber by itself and replays only the subscriptions
+        that succeeded, so a failed one would leave this node deaf (or listening to a room
+        it left) for good. A rebuilt subscriber subscribes exactly ``self._handlers``.
+        """
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # the reader subscribes everything when it reconnects
+        try:
+            await getattr(pubsub, command)(channel)
+        except REDIS_DOWN as error:
+            self.rebuild(f"{command} {channel} failed ({error})")
+
+    async def _open(self) -> None:
+        """Install a new subscriber, subscribed to every channel that has a handler.
+
+        Under the lock, so no channel added meanwhile is left out.
+        """
+        async with self._lock:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(*self._handlers)
+            except BaseException:
+                await _close_quietly(pubsub)
+                raise
+            self._ping = None
+            self._pubsub = pubsub
 
     async def _read_forever(self) -> None:
         backoff = 0.1
+        lost_at: float | None = None if self._pubsub is not None else time.monotonic()
         while not self._closing:
-            pubsub = self._pubsub
             try:
-                if pubsub is None:
-                    async with self._lock:
-                        await self._open()
+                if self._rebuild_reason is not None and self._pubsub is not None:
+                    log.warning("%s; rebuilding the subscriber", self._rebuild_reason)
+                    deaf, self._pubsub = self._pubsub, None
+                    await _close_quietly(deaf)
+                self._rebuild_reason = None
+                if self._pubsub is None:
+                    await self._open()
                     self.reconnects += 1
-                    log.info("pub/sub reconnected; %d channels resubscribed", len(self._handlers))
+                    down = f" after {time.monotonic() - lost_at:.1f}s" if lost_at else ""
+                    log.info("pub/sub reconnected%s; %d channels resubscribed",
+                             down, len(self._handlers))
+                    lost_at = None
                     backoff = 0.1
                     if self.on_reconnect is not None:
-                        self._hook_task = asyncio.create_task(self._run_reconnect_hook())
+                        self.on_reconnect()
                     continue
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is None or message.get("type") != "message":
-                    continue
-                channel = message["channel"]
-                if isinstance(channel, bytes):
-                    channel = channel.decode()
-                handler = self._handlers.get(channel)
-                if handler is None:
-                    continue
-                try:
-                    result = handler(channel, message["data"])
-                    if result is not None:
-                        await result
-                except Exception:
-                    log.exception("handler for %s failed", channel)
+                pubsub = self._pubsub
+                assert pubsub is not None
+                message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                   timeout=self._poll)
+                if message is not None and message.get("type") == "message":
+                    await self._dispatch(message["channel"], message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 if self._closing:
                     return
-                log.warning("pub/sub connection lost (%s); retrying in %.1fs", error, backoff)
-                await self._close_pubsub()
+                if lost_at is None:
+                    lost_at = time.monotonic()
+                    log.error("Redis pub/sub connection lost (%s); local delivery goes on, "
+                              "reconnecting with backoff", error)
+                else:
+                    log.debug("pub/sub still unavailable (%s); next try in %.1fs",
+                              error, backoff)
+                broken, self._pubsub = self._pubsub, None
+                if broken is not None:
+                    await _close_quietly(broken)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
 
-    async def _run_reconnect_hook(self) -> None:
+    async def _dispatch(self, channel: str | bytes, data: bytes) -> None:
+        name = channel.decode() if isinstance(channel, bytes) else channel
+        handler = self._handlers.get(name)
+        if handler is None:
+            return
         try:
-            if self.on_reconnect is not None:
-                await self.on_reconnect()
+            result = handler(name, data)
+            if result is not None:
+                await result
         except Exception:
-            log.exception("reconnect hook failed")
+            log.exception("handler for %s failed", name)
 
     def _on_watchdog(self, channel: str, data: bytes) -> None:
-        self._last_ping_seen = time.monotonic()
+        if self._ping is not None and self._ping[0] == data:
+            self._ping = None
 
     async def _watch(self) -> None:
+        """Publish a ping to this node's own channel; have the subscriber rebuilt when a
+        ping is not heard back within three intervals although it was published.
+
+        One ping is outstanding at a time. When this loop itself ran late (the process
+        was stalled), the outstanding ping gets a fresh window instead of a verdict: the
+        reader may not have had its turn yet.
+        """
         interval = self._watchdog_interval
+        last_tick = time.monotonic()
         while not self._closing:
             await asyncio.sleep(interval)
-            if self._pubsub is None:
+            now = time.monotonic()
+            stalled, last_tick = now - last_tick > 2 * interval, now
+            if self._pubsub is None or self._rebuild_reason is not None:
+                self._ping = None  # the reader is reconnecting
                 continue
-            published = await self.publish(self._watchdog_channel, b"ping")
-            silent = time.monotonic() - self._last_ping_seen
-            if published and silent > 3 * interval:
-                log.warning("pub/sub delivered nothing for %.1fs; rebuilding subscriber", silent)
-                await self._close_pubsub()
+            if self._ping is not None:
+                payload, sent_at = self._ping
+                if stalled:
+                    self._ping = (payload, now)
+                elif now - sent_at > 3 * interval:
+                    self._ping = None
+                    self.rebuild(f"pub/sub delivered nothing for {now - sent_at:.1f}s "
+                                 "although publishing works")
+                continue
+            self._pings += 1
+            ping = self._ping = (b"ping %d" % self._pings, now)
+            if not await self.publish(self._watchdog_channel, ping[0]) and self._ping is ping:
+                self._ping = None
+
+
+async def _close_quietly(pubsub: aioredis.client.PubSub) -> None:
+    with contextlib.suppress(Exception):
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py

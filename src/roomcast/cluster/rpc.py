@@ -116,7 +116,8 @@ class Rpc:
         try:
             if not await self._bus.publish(self._keys.rpc_channel, jsonwire.dumps(envelope)):
                 raise RpcTimeout()
-            return await asyncio.wait_for(future, self.timeout)
+            async with asyncio.timeout(self.timeout):
+                return await future
         except TimeoutError:
             raise RpcTimeout() from None
         finally:

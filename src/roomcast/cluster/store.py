@@ -10,6 +10,8 @@ import logging
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from roomcast import jsonwire
 from roomcast.cluster.keys import Keys
@@ -17,10 +19,12 @@ from roomcast.cluster.keys import Keys
 log = logging.getLogger("roomcast.store")
 
 
-def connect(url: str | None, embedded_server: Any = None) -> aioredis.Redis:
+def connect(url: str | None, embedded_server: Any = None,
+            client_name: str | None = None) -> aioredis.Redis:
     """Return an asyncio Redis client for ``url``; with no url, an embedded fakeredis one.
 
     ``embedded_server`` (a ``fakeredis.FakeServer``) lets several clients share one store.
+    ``client_name`` names every connection in Redis ``CLIENT LIST``.
     """
     if url is None:
         import fakeredis
@@ -29,9 +33,15 @@ def connect(url: str | None, embedded_server: Any = None) -> aioredis.Redis:
         return client
     return aioredis.Redis.from_url(
         url,
+        client_name=client_name,
         socket_connect_timeout=2.0,
+        # No command of ours blocks, so a reply slower than this means a dead peer.
+        socket_timeout=5.0,
         socket_keepalive=True,
         health_check_interval=10,
+        # Fail fast: the bus reader and the presence loop retry with their own backoff,
+        # and a ``say`` during an outage must not hang its sender for seconds.
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=2),
     )
 
 
@@ -97,6 +107,10 @@ class Store:
             previous, _ = await pipe.execute()
         return previous is not None
 
+    async def is_alive(self, node_id: str) -> bool:
+        """Whether ``node_id`` has an unexpired heartbeat."""
+        return bool(await self.redis.exists(self.keys.heartbeat(node_id)))
+
     async def live_nodes(self) -> list[str]:
         """Ids of nodes whose heartbeat has not expired."""
         nodes = sorted(_text(n) for n in await self.redis.smembers(self.keys.nodes))
@@ -112,21 +126,20 @@ class Store:
         alive = await self.redis.mget([self.keys.heartbeat(n) for n in nodes])
         return [n for n, beat in zip(nodes, alive, strict=True) if beat is None]
 
-    async def reap_node(self, node_id: str, lock_seconds: float = 30.0) -> int:
-        """Remove every room membership ``node_id`` owned; return how many were removed.
-
-        A short lock keeps two live nodes from reaping the same dead one at once.
+    async def reap_node(self, node_id: str, lock_seconds: float = 30.0) -> int | None:
+        """Remove every room membership ``node_id`` owned, its heartbeat and its entry in
+        the node set; return how many memberships went, or None when another node holds
+        the reap lock (it is doing the same work).
         """
         got = await self.redis.set(
             self.keys.reap_lock(node_id), "1", nx=True, px=int(lock_seconds * 1000)
         )
         if not got:
-            return 0
+            return None
         try:
-            entries = [_text(e) for e in await self.redis.smembers(self.keys.node_members(node_id))]
+            entries = await self.node_memberships(node_id)
             async with self.redis.pipeline(transaction=False) as pipe:
-                for entry in entries:
-                    connection_id, _, room = entry.partition(" ")
+                for connection_id, room in entries:
                     pipe.hdel(self.keys.members(room), connection_id)
                 pipe.delete(self.keys.node_members(node_id))
                 pipe.delete(self.keys.heartbeat(node_id))
@@ -136,8 +149,39 @@ class Store:
         finally:
             await self.redis.delete(self.keys.reap_lock(node_id))
 
+    async def node_memberships(self, node_id: str) -> set[tuple[str, str]]:
+        """The ``(connection id, room)`` pairs stored as owned by ``node_id``."""
+        entries = await self.redis.smembers(self.keys.node_members(node_id))
+        return {_membership(_text(entry)) for entry in entries}
+
+    async def reconcile_node(self, node_id: str, rooms: set[str],
+                             members: dict[tuple[str, str], dict[str, Any]]) -> int:
+        """Make Redis hold exactly ``members`` (keyed ``(connection id, room)``) for
+        ``node_id`` and at least ``rooms``; return how many stale memberships were removed.
+
+        Used after an outage: whatever Redis lost is written again, and memberships this
+        node dropped while Redis was unreachable are deleted.
+        """
+        stale = await self.node_memberships(node_id) - set(members)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if rooms:
+                pipe.sadd(self.keys.rooms, *rooms)
+            for connection_id, room in stale:
+                pipe.hdel(self.keys.members(room), connection_id)
+                pipe.srem(self.keys.node_members(node_id), f"{connection_id} {room}")
+            for (connection_id, room), details in members.items():
+                pipe.hset(self.keys.members(room), connection_id, jsonwire.dumps(details))
+                pipe.sadd(self.keys.node_members(node_id), f"{connection_id} {room}")
+            await pipe.execute()
+        return len(stale)
+
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
+
+
+def _membership(entry: str) -> tuple[str, str]:
+    connection_id, _, room = entry.partition(" ")
+    return connection_id, room
 
 
 def _text(value: bytes | str) -> str:

@@ -1,7 +1,7 @@
 """The TCP line protocol without sockets: bytes in, request events out.
 
-:class:`LineSplitter` cuts a byte stream into lines (``\\n`` or ``\\r`` ends one; empty lines
-are ignored) and enforces the length limit, also on a line that never ends.
+:class:`LineSplitter` cuts a byte stream into lines (``\\n`` or ``\\r`` ends one; empty and
+blank lines are ignored) and enforces the length limit, also on a line that never ends.
 :func:`parse_line` turns one line into a request.
 """
 
@@ -76,7 +76,10 @@ class LineSplitter:
             if self._skipping:
                 self._skipping = False
             elif end > start:
-                events.append(self._line(buffer[start:end]))
+                raw = buffer[start:end]
+                # A blank line is no request: it gets no reply, so it takes no messageCount.
+                if len(raw) > self.max_length or not raw.isspace():
+                    events.append(self._line(raw))
             start = match.end()
         tail = buffer[start:]
         if self._skipping:
