@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("roomcast.chat")
 
 ROOM_DELETED = "this room has been deleted"
+#: Seconds a node trusts that a room it saw still exists (see ``ChatRoom._room_exists``).
+ROOM_MEMORY = 1.0
 
 
 def now_ms() -> int:
@@ -59,6 +61,8 @@ class ChatRoom:
         # What was stored for each local membership, so a resync writes it unchanged.
         self._details: dict[tuple[str, str], dict[str, Any]] = {}
         self._member_writes = _WriteGate()
+        self._rooms_seen: dict[str, float] = {}  # room -> until when it is known to exist
+        self._room_checks: dict[str, asyncio.Future[bool]] = {}
         self._header = jsonwire.dumps(
             {"serverToken": api.config.server_token, "serverId": api.id}
         ) + b"\n"
@@ -156,6 +160,30 @@ class ChatRoom:
         except RpcTimeout:  # a node that died a moment ago; presence reaps its members
             log.warning("a node did not confirm the eviction from %s", room)
         await self._store.remove_room(room)
+        self._rooms_seen.pop(room, None)
+
+    async def _room_exists(self, room: str, remembered: bool = True) -> bool:
+        """``exists`` for joins and leaves: concurrent checks share one Redis read, and a
+        join may trust a room seen less than ``ROOM_MEMORY`` s ago.
+
+        A burst of joins to one room then costs one Redis read, not one each. Destroying a
+        room forgets it on every node (``chat.evict_room`` runs on each), so the memory
+        only matters for a join racing a destroy. Leaves always ask Redis.
+        """
+        now = time.monotonic()
+        if remembered and self._rooms_seen.get(room, 0.0) > now:
+            return True
+        pending = self._room_checks.get(room)
+        if pending is None:  # one Redis read answers every join that asks meanwhile
+            pending = asyncio.ensure_future(self._store.room_exists(room))
+            self._room_checks[room] = pending
+            pending.add_done_callback(lambda _: self._room_checks.pop(room, None))
+        if not await asyncio.shield(pending):
+            return False
+        if len(self._rooms_seen) > 10_000:
+            self._rooms_seen = {r: t for r, t in self._rooms_seen.items() if t > now}
+        self._rooms_seen[room] = now + ROOM_MEMORY
+        return True
 
     async def room_status(self, room: str) -> dict[str, Any]:
         if not room:
@@ -196,7 +224,7 @@ class ChatRoom:
             raise RoomRequired()
         if room in connection.rooms:
             raise AlreadyInRoom(room)
-        if not room or not await self._store.room_exists(room):
+        if not await self._room_exists(room):
             raise RoomNotFound()
         await self.middleware.run_join(connection, room)
         if room in connection.rooms:  # a concurrent join won while we awaited
@@ -218,7 +246,7 @@ class ChatRoom:
             raise RoomRequired()
         if room not in connection.rooms:
             raise NotInRoom(room)
-        if not await self._store.room_exists(room):
+        if not await self._room_exists(room, remembered=False):
             raise RoomNotFound()
         await self.middleware.run_leave(connection, room)
         if room not in connection.rooms:
@@ -275,6 +303,7 @@ class ChatRoom:
                 await self._remove_local_member(connection, room)
             except ChatError:
                 await self.forget_local_member(connection, room)
+        self._rooms_seen.pop(room, None)
         return len(members)
 
     # messages ----------------------------------------------------------------------------

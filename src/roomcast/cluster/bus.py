@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -45,6 +45,8 @@ class Bus:
         self._reader: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._unlocked = asyncio.Event()
+        self._unlocked.set()
         self._watchdog_channel = watchdog_channel
         self._watchdog_interval = watchdog_interval
         self._poll = min(1.0, watchdog_interval)
@@ -95,14 +97,14 @@ class Bus:
 
     async def subscribe(self, channel: str, handler: Handler) -> None:
         """Keep ``channel`` subscribed (across reconnects) with ``handler``."""
-        async with self._lock:
+        async with self._locked():
             new = channel not in self._handlers
             self._handlers[channel] = handler
             if new:
                 await self._send("subscribe", channel)
 
     async def unsubscribe(self, channel: str) -> None:
-        async with self._lock:
+        async with self._locked():
             if self._handlers.pop(channel, None) is not None:
                 await self._send("unsubscribe", channel)
 
@@ -112,7 +114,15 @@ class Bus:
         Reading the wish inside the lock makes racing join/leave calls end in the state
         the last of them saw.
         """
-        async with self._lock:
+        for _ in range(3):
+            if wanted() != (channel in self._handlers):
+                break
+            if not self._lock.locked():
+                return  # nothing to change and nobody changing it: the common case
+            # A change is in flight; wait for it with everyone else (woken together,
+            # not one per loop tick as lock waiters are), then look again.
+            await self._unlocked.wait()
+        async with self._locked():
             want = wanted()
             have = channel in self._handlers
             if want and not have:
@@ -121,6 +131,15 @@ class Bus:
             elif have and not want:
                 del self._handlers[channel]
                 await self._send("unsubscribe", channel)
+
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        async with self._lock:
+            self._unlocked.clear()
+            try:
+                yield
+            finally:
+                self._unlocked.set()
 
     def is_subscribed(self, channel: str) -> bool:
         return channel in self._handlers
@@ -150,7 +169,7 @@ class Bus:
 
         Under the lock, so no channel added meanwhile is left out.
         """
-        async with self._lock:
+        async with self._locked():
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(*self._handlers)

@@ -6,6 +6,7 @@ same code; only :func:`connect` differs in what it builds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -19,6 +20,10 @@ from roomcast.cluster.keys import Keys
 log = logging.getLogger("roomcast.store")
 
 
+#: Redis connections per client; more concurrent commands queue for one.
+MAX_CONNECTIONS = 32
+
+
 def connect(url: str | None, embedded_server: Any = None,
             client_name: str | None = None) -> aioredis.Redis:
     """Return an asyncio Redis client for ``url``; with no url, an embedded fakeredis one.
@@ -29,10 +34,16 @@ def connect(url: str | None, embedded_server: Any = None,
     if url is None:
         import fakeredis
 
-        client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=embedded_server)
+        client: aioredis.Redis = fakeredis.FakeAsyncRedis(
+            server=embedded_server, connection_pool_class=aioredis.BlockingConnectionPool,
+            max_connections=MAX_CONNECTIONS)
         return client
-    return aioredis.Redis.from_url(
+    # A blocking pool: thousands of connections leaving at once wait for a Redis
+    # connection instead of failing with "Too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=10,
         client_name=client_name,
         socket_connect_timeout=2.0,
         # No command of ours blocks, so a reply slower than this means a dead peer.
@@ -43,6 +54,7 @@ def connect(url: str | None, embedded_server: Any = None,
         # and a ``say`` during an outage must not hang its sender for seconds.
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=2),
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 class Store:
@@ -51,6 +63,7 @@ class Store:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
+        self._member_writes = _GroupCommit(redis)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -82,16 +95,17 @@ class Store:
 
     async def add_member(self, room: str, connection_id: str, node_id: str,
                          details: dict[str, Any]) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(self.keys.members(room), connection_id, jsonwire.dumps(details))
-            pipe.sadd(self.keys.node_members(node_id), f"{connection_id} {room}")
-            await pipe.execute()
+        """Store a membership; joins of one loop tick share one pipeline (group commit)."""
+        await self._member_writes.submit((
+            ("hset", self.keys.members(room), connection_id, jsonwire.dumps(details)),
+            ("sadd", self.keys.node_members(node_id), f"{connection_id} {room}"),
+        ))
 
     async def remove_member(self, room: str, connection_id: str, node_id: str) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hdel(self.keys.members(room), connection_id)
-            pipe.srem(self.keys.node_members(node_id), f"{connection_id} {room}")
-            await pipe.execute()
+        await self._member_writes.submit((
+            ("hdel", self.keys.members(room), connection_id),
+            ("srem", self.keys.node_members(node_id), f"{connection_id} {room}"),
+        ))
 
     # presence ----------------------------------------------------------------------------
 
@@ -186,3 +200,59 @@ def _membership(entry: str) -> tuple[str, str]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+Command = tuple[Any, ...]
+
+
+class _GroupCommit:
+    """Collects the writes of one event-loop tick and sends them in one pipeline.
+
+    Every caller still awaits its own write (and gets its error); batches go out one at a
+    time, in order, so a leave queued after a join is never applied before it.
+    """
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._commands: list[Command] = []
+        self._done: asyncio.Future[None] | None = None
+        self._order = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, commands: tuple[Command, ...]) -> None:
+        if self._done is None:
+            loop = asyncio.get_running_loop()
+            self._done = loop.create_future()
+            self._done.add_done_callback(_retrieve)
+            loop.call_soon(self._flush_soon)
+        self._commands.extend(commands)
+        await asyncio.shield(self._done)
+
+    def _flush_soon(self) -> None:
+        commands, done = self._commands, self._done
+        self._commands, self._done = [], None
+        if done is None:
+            return
+        task = asyncio.ensure_future(self._flush(commands, done))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush(self, commands: list[Command], done: asyncio.Future[None]) -> None:
+        try:
+            async with self._order, self._redis.pipeline(transaction=False) as pipe:
+                for name, *args in commands:
+                    getattr(pipe, name)(*args)
+                await pipe.execute()
+        except BaseException as error:  # every waiter of the batch gets the error
+            if not done.done():
+                done.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+        else:
+            if not done.done():
+                done.set_result(None)
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # consumed here so a batch nobody awaits logs no warning
