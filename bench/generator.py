@@ -22,8 +22,9 @@ class HarnessError(Exception):
 class WorkerProc:
     def __init__(self, python: str, config: dict, cpus: str | None) -> None:
         cmd = pinned([python, str(BENCH_DIR / "loadgen.py"), json.dumps(config)], cpus)
-        self.popen = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                      bufsize=1)
+        self.popen = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
 
     def send(self, cmd: dict) -> None:
         assert self.popen.stdin is not None
@@ -63,12 +64,13 @@ class Window:
     sent: int
     members: int
     received: int
-    seconds: float          # sending window
-    server_cpu_s: float     # from the start of sending until deliveries stopped
+    seconds: float  # sending window
+    server_cpu_s: float  # from the start of sending until deliveries stopped
     gen_cpu_s: float
-    wall_s: float           # the same span, wall clock
+    wall_s: float  # the same span, wall clock
     hist: dict[int, int]
     max_ns: int
+    sender_late_max_ms: float = 0.0
 
     @property
     def expected(self) -> int:
@@ -97,16 +99,29 @@ class Window:
             "messages_sent": self.sent,
             "members": self.members,
             "offered_msgs_per_s": round(self.sent / self.seconds, 1) if self.seconds else None,
-            "offered_deliveries_per_s": round(self.expected / self.seconds) if self.seconds else None,
+            "offered_deliveries_per_s": round(self.expected / self.seconds)
+            if self.seconds
+            else None,
             "deliveries": self.received,
             "deliveries_per_s": round(self.received / self.seconds) if self.seconds else None,
             "loss": round(self.loss, 6),
-            "latency_ms": {"p50": _r(p50), "p99": _r(p99), "max": _r(self.max_ns / 1e6)},
-            "server_cpu_us_per_delivery": _r(self.server_cpu_s * 1e6 / self.received) if self.received else None,
+            "latency_ms": {
+                "p50": _r(p50),
+                "p99": _r(p99),
+                "max": _r(self.max_ns / 1e6),
+                "samples": sum(self.hist.values()),
+            },
+            "server_cpu_us_per_delivery": _r(self.server_cpu_s * 1e6 / self.received)
+            if self.received
+            else None,
             "server_cpu_pct": _r(100 * self.server_cpu_s / self.wall_s) if self.wall_s else None,
-            "generator_cpu_us_per_delivery": _r(self.gen_cpu_s * 1e6 / self.received) if self.received else None,
+            "generator_cpu_us_per_delivery": _r(self.gen_cpu_s * 1e6 / self.received)
+            if self.received
+            else None,
             "generator_cpu_pct": _r(100 * self.gen_cpu_s / self.wall_s) if self.wall_s else None,
-            "window_s": _r(self.seconds), "span_s": _r(self.wall_s),
+            "sender_late_max_ms": _r(self.sender_late_max_ms),
+            "window_s": _r(self.seconds),
+            "span_s": _r(self.wall_s),
         }
 
 
@@ -119,11 +134,31 @@ def _r(x: float | None, digits: int = 3) -> float | None:
 class Generator:
     """A set of loadgen worker processes sharing one target and one room."""
 
-    def __init__(self, python: str, dialect: str, ports: list[int], *, workers: int = 1,
-                 cpus: str | None = None, message_size: int = 64, room: str = "defaultRoom") -> None:
+    def __init__(
+        self,
+        python: str,
+        dialect: str,
+        ports: list[int],
+        *,
+        workers: int = 1,
+        cpus: str | None = None,
+        message_size: int = 64,
+        room: str = "defaultRoom",
+        sample_every: int = 10,
+    ) -> None:
         self.workers = [
-            WorkerProc(python, {"dialect": dialect, "targets": [[HOST, p] for p in ports],
-                                "room": room, "message_size": message_size, "worker_id": i}, cpus)
+            WorkerProc(
+                python,
+                {
+                    "dialect": dialect,
+                    "targets": [[HOST, p] for p in ports],
+                    "room": room,
+                    "message_size": message_size,
+                    "worker_id": i,
+                    "sample_every": sample_every,
+                },
+                cpus,
+            )
             for i in range(workers)
         ]
         self.members = 0
@@ -134,19 +169,32 @@ class Generator:
             w.stop()
 
     def _all(self, cmds: list[dict]) -> list[dict]:
-        for w, c in zip(self.workers, cmds):
+        for w, c in zip(self.workers, cmds, strict=True):
             w.send(c)
         return [w.recv() for w in self.workers]
 
-    def connect(self, total: int, concurrency: int = 200, timeout: float = 15,
-                deadline: float = 120) -> dict:
+    def connect(
+        self, total: int, concurrency: int = 200, timeout: float = 15, deadline: float = 120
+    ) -> dict:
         """Grow to `total` joined members, spread evenly over the workers."""
         add = max(0, total - self.members)
-        per = [add // len(self.workers) + (1 if i < add % len(self.workers) else 0)
-               for i in range(len(self.workers))]
+        per = [
+            add // len(self.workers) + (1 if i < add % len(self.workers) else 0)
+            for i in range(len(self.workers))
+        ]
         start = time.perf_counter()
-        replies = self._all([{"cmd": "connect", "count": n, "concurrency": max(1, concurrency // len(self.workers)),
-                              "timeout": timeout, "deadline": deadline} for n in per])
+        replies = self._all(
+            [
+                {
+                    "cmd": "connect",
+                    "count": n,
+                    "concurrency": max(1, concurrency // len(self.workers)),
+                    "timeout": timeout,
+                    "deadline": deadline,
+                }
+                for n in per
+            ]
+        )
         elapsed = time.perf_counter() - start
         joined = sum(r["joined"] for r in replies)
         self.members = sum(r["total"] for r in replies)
@@ -154,9 +202,17 @@ class Generator:
         for r in replies:
             for k, v in r["errors"].items():
                 errors[k] = errors.get(k, 0) + v
-        return {"requested": add, "joined": joined, "failed": add - joined, "seconds": round(elapsed, 3),
-                "joins_per_s": round(joined / elapsed, 1) if elapsed > 0 else None,
-                "members": self.members, "errors": errors}
+        gen_cpu = sum(r["cpu_s"] for r in replies)
+        return {
+            "requested": add,
+            "joined": joined,
+            "failed": add - joined,
+            "seconds": round(elapsed, 3),
+            "generator_cpu_pct": round(100 * gen_cpu / elapsed, 1) if elapsed > 0 else None,
+            "joins_per_s": round(joined / elapsed, 1) if elapsed > 0 else None,
+            "members": self.members,
+            "errors": errors,
+        }
 
     def stats(self, phase: int) -> list[dict]:
         return self._all([{"cmd": "stats", "phase": phase}] * len(self.workers))
@@ -164,17 +220,28 @@ class Generator:
     def open_members(self) -> int:
         return sum(s["open"] for s in self.stats(-1))
 
-    def measure(self, server_cpu, rate: float, duration: float, senders: int,
-                drain_s: float = 2.0) -> Window:
-        """Worker 0's first `senders` members say `rate` msg/s for `duration`; count every delivery."""
+    def delivered(self) -> int:
+        return sum(s["delivered"] for s in self.stats(-1))
+
+    def measure(
+        self, server_cpu, rate: float, duration: float, senders: int, drain_s: float = 2.0
+    ) -> Window:
+        """Worker 0's first `senders` members say `rate` msg/s for `duration`.
+
+        Counts every delivery, waiting up to `drain_s` for the last ones.
+        """
         self.phase += 1
         phase = self.phase
-        members = self.open_members()
-        gen0 = sum(s["cpu_s"] for s in self.stats(phase))
+        before = self.stats(phase)
+        members = sum(s["open"] for s in before)
+        delivered0 = sum(s["delivered"] for s in before)
+        gen0 = sum(s["cpu_s"] for s in before)
         cpu0 = server_cpu()
         t0 = time.perf_counter()
         w0 = self.workers[0]
-        w0.send({"cmd": "send", "phase": phase, "rate": rate, "duration": duration, "senders": senders})
+        w0.send(
+            {"cmd": "send", "phase": phase, "rate": rate, "duration": duration, "senders": senders}
+        )
         sent_reply = w0.recv()
         t_sent = time.perf_counter()
         sent = sent_reply["sent"]
@@ -184,13 +251,13 @@ class Generator:
         deadline = t_sent + drain_s
         while True:
             stats = self.stats(phase)
-            received = sum(s["stats"]["count"] for s in stats)
+            received = sum(s["delivered"] for s in stats) - delivered0
             now = time.perf_counter()
             if received >= expected or now >= deadline:
                 break
             if received != last:
                 last, last_change = received, now
-            elif now - last_change > min(0.5, drain_s):
+            elif now - last_change > min(1.0, drain_s):
                 break
             time.sleep(0.05)
         t_end = time.perf_counter()
@@ -202,14 +269,27 @@ class Generator:
                 hist[int(k)] = hist.get(int(k), 0) + v
             max_ns = max(max_ns, s["stats"]["max_ns"])
         gen1 = sum(s["cpu_s"] for s in stats)
-        return Window(phase=phase, sent=sent, members=members, received=received,
-                      seconds=sent / rate if rate > 0 else t_sent - t0,
-                      server_cpu_s=cpu1 - cpu0, gen_cpu_s=gen1 - gen0, wall_s=t_end - t0,
-                      hist=hist, max_ns=max_ns)
+        return Window(
+            phase=phase,
+            sent=sent,
+            members=members,
+            received=received,
+            seconds=sent / rate if rate > 0 else t_sent - t0,
+            server_cpu_s=cpu1 - cpu0,
+            gen_cpu_s=gen1 - gen0,
+            wall_s=t_end - t0,
+            hist=hist,
+            max_ns=max_ns,
+            sender_late_max_ms=sent_reply.get("late_max_ms", 0.0),
+        )
 
     def stall(self, count: int) -> int:
         self.workers[-1].send({"cmd": "stall", "count": count})
         return self.workers[-1].recv()["stalled"]
+
+    def resume(self) -> int:
+        self.workers[-1].send({"cmd": "resume"})
+        return self.workers[-1].recv()["resumed"]
 
 
 def python_executable() -> str:

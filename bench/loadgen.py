@@ -10,21 +10,27 @@ exactly one JSON reply line on stdout. Commands:
 - `{"cmd": "send", "phase": p, "rate": r, "duration": d, "senders": s}`: the
   first s connections say chat messages at r messages/s in total for d
   seconds (at most r*d messages); replies when the last one is written.
-- `{"cmd": "stats", "phase": p}`: deliveries of phase p received so far, their
-  latency histogram, and this process's CPU time.
+- `{"cmd": "stats", "phase": p}`: deliveries received so far (all phases),
+  the latency histogram of phase p's sampled deliveries, and this process's
+  CPU time.
 - `{"cmd": "stall", "count": k}`: stop reading on the last k connections (a
   stalled client whose kernel buffers fill up).
+- `{"cmd": "resume"}`: read again on the stalled connections (a server that
+  dropped one is noticed then).
 - `{"cmd": "close"}`: close every connection and exit.
 
 WebSocket clients use picows (a compiled client, so the generator costs far
 less CPU per delivery than the servers under test); TCP clients use a plain
-asyncio protocol. Each chat message carries `B|<phase>|<sender>|<seq>|<t_ns>|`
-padded with `x`, and `t_ns` is CLOCK_MONOTONIC, shared by every process.
+asyncio protocol. Each chat message carries `B|<phase>|<t_ns>|<sender>|<seq>|` (fixed widths)
+padded with `x`; `t_ns` is CLOCK_MONOTONIC, shared by every process. Every
+member counts its deliveries; one member in `sample_every` also parses the
+timestamp into the latency histogram (keeps the generator cheap per delivery).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -40,6 +46,8 @@ MARK = b"B|"
 HIST_RATIO = 1.02
 HIST_LOG = math.log(HIST_RATIO)
 HIST_SIZE = 1200  # 1.02**1200 us is far beyond any run
+INV_HIST_LOG = 1.0 / HIST_LOG
+LOG = math.log
 
 
 class PhaseStats:
@@ -54,8 +62,12 @@ class PhaseStats:
         self.sum_ns = 0
 
     def as_dict(self) -> dict:
-        return {"count": self.count, "hist": {str(i): n for i, n in enumerate(self.hist) if n},
-                "max_ns": self.max_ns, "sum_ns": self.sum_ns}
+        return {
+            "count": self.count,
+            "hist": {str(i): n for i, n in enumerate(self.hist) if n},
+            "max_ns": self.max_ns,
+            "sum_ns": self.sum_ns,
+        }
 
 
 class Recorder:
@@ -66,15 +78,12 @@ class Recorder:
         self.other = 0  # deliveries we could not parse
 
     def record(self, data: bytes, now: int) -> None:
+        # message layout: B|PPPP|TTTTTTTTTTTTTTTTTTT|... (fixed widths, see chat_message)
         i = data.find(MARK)
-        if i < 0:
-            self.other += 1
-            return
-        parts = data[i + 2:i + 64].split(b"|", 4)
         try:
-            phase = int(parts[0])
-            sent = int(parts[3])
-        except (ValueError, IndexError):
+            phase = int(data[i + 2 : i + 6])
+            sent = int(data[i + 7 : i + 26])
+        except ValueError:
             self.other += 1
             return
         stats = self.phases.get(phase)
@@ -85,8 +94,7 @@ class Recorder:
         stats.sum_ns += lat
         if lat > stats.max_ns:
             stats.max_ns = lat
-        us = lat / 1000.0
-        idx = int(math.log(us) / HIST_LOG) if us > 1.0 else 0
+        idx = int(LOG(lat * 0.001) * INV_HIST_LOG) if lat > 1000 else 0
         stats.hist[idx if idx < HIST_SIZE else HIST_SIZE - 1] += 1
 
 
@@ -94,7 +102,7 @@ RECORDER = Recorder()
 
 
 def chat_message(phase: int, sender: int, seq: int, size: int) -> str:
-    body = f"B|{phase}|{sender}|{seq}|{MONO()}|"
+    body = f"B|{phase % 10000:04d}|{MONO():019d}|{sender % 10000:04d}|{seq % 10**7:07d}|"
     return body + "x" * (size - len(body)) if size > len(body) else body
 
 
@@ -125,7 +133,10 @@ class Dialect:
         return "other", None
 
     def say_frame(self, message: str) -> bytes:
-        return b'{"event":"say","room":"%s","message":"%s"}' % (self.room.encode(), message.encode())
+        return b'{"event":"say","room":"%s","message":"%s"}' % (
+            self.room.encode(),
+            message.encode(),
+        )
 
 
 class RoomcastWS(Dialect):
@@ -139,7 +150,7 @@ class ActionheroWS(Dialect):
 
     def control(self, data: bytes) -> tuple[str, bytes | None]:
         if data.startswith(b'"primus::ping::'):
-            return "other", b'"primus::pong::' + data[len(b'"primus::ping::'):]
+            return "other", b'"primus::pong::' + data[len(b'"primus::ping::') :]
         return super().control(data)
 
 
@@ -182,8 +193,13 @@ class RoomcastTCP(Dialect):
         return b"say %s %s\n" % (self.room.encode(), message.encode())
 
 
-DIALECTS = {"roomcast-ws": RoomcastWS, "websockets": RoomcastWS, "actionhero": ActionheroWS,
-            "socketio": SocketIO, "roomcast-tcp": RoomcastTCP}
+DIALECTS = {
+    "roomcast-ws": RoomcastWS,
+    "websockets": RoomcastWS,
+    "actionhero": ActionheroWS,
+    "socketio": SocketIO,
+    "roomcast-tcp": RoomcastTCP,
+}
 
 
 # --- connections --------------------------------------------------------------------------
@@ -194,15 +210,14 @@ class Client:
 
     dialect: Dialect
 
-    def init_client(self, dialect: Dialect) -> None:
+    def init_client(self, dialect: Dialect, sampled: bool) -> None:
         self.dialect = dialect
         self.joined: asyncio.Future = asyncio.get_running_loop().create_future()
         self.closed = False
+        self.delivered = 0
+        self.sampled = sampled
 
     def handle(self, data: bytes) -> None:
-        if MARK in data:
-            RECORDER.record(data, MONO())
-            return
         kind, out = self.dialect.control(data)
         if out is not None:
             self.write(out)
@@ -223,24 +238,55 @@ class Client:
     def pause(self) -> None:
         raise NotImplementedError
 
+    def resume(self) -> None:
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 
 
+def _shrink_rcvbuf(transport, size: int = 4096) -> None:
+    """A stalled client: a small receive buffer, so the server's side fills up soon."""
+    import socket
+
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        if size > 4096 and hasattr(socket, "TCP_WINDOW_CLAMP"):
+            # Linux keeps the window clamped to the small buffer unless told otherwise
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP, size)
+
+
+RESUME_RCVBUF = 4 << 20  # drain a stalled client's backlog quickly (capped by rmem_max)
+
+
+TEXT = WSMsgType.TEXT
+CLOSE = WSMsgType.CLOSE
+
+
 class WSClient(WSListener, Client):
-    def __init__(self, dialect: Dialect) -> None:
-        self.init_client(dialect)
+    def __init__(self, dialect: Dialect, sampled: bool) -> None:
+        self.init_client(dialect, sampled)
         self.transport: WSTransport | None = None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
         for frame in self.dialect.open_frames():
-            transport.send(WSMsgType.TEXT, frame)
+            transport.send(TEXT, frame)
 
     def on_ws_frame(self, transport: WSTransport, frame) -> None:
-        if frame.msg_type == WSMsgType.TEXT or frame.msg_type == WSMsgType.BINARY:
-            self.handle(frame.get_payload_as_bytes())
-        elif frame.msg_type == WSMsgType.CLOSE:
+        msg_type = frame.msg_type
+        if msg_type is TEXT:
+            data = frame.get_payload_as_bytes()
+            if MARK in data:
+                self.delivered += 1
+                if self.sampled:
+                    RECORDER.record(data, MONO())
+            else:
+                self.handle(data)
+        elif msg_type is CLOSE:
             transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
@@ -248,11 +294,17 @@ class WSClient(WSListener, Client):
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
-            self.transport.send(WSMsgType.TEXT, data)
+            self.transport.send(TEXT, data)
 
     def pause(self) -> None:
         if self.transport is not None:
+            _shrink_rcvbuf(self.transport.underlying_transport)
             self.transport.underlying_transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and not self.closed:
+            _shrink_rcvbuf(self.transport.underlying_transport, RESUME_RCVBUF)
+            self.transport.underlying_transport.resume_reading()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -260,8 +312,8 @@ class WSClient(WSListener, Client):
 
 
 class TCPClient(asyncio.Protocol, Client):
-    def __init__(self, dialect: Dialect) -> None:
-        self.init_client(dialect)
+    def __init__(self, dialect: Dialect, sampled: bool) -> None:
+        self.init_client(dialect, sampled)
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
 
@@ -278,9 +330,11 @@ class TCPClient(asyncio.Protocol, Client):
         now = None
         for line in lines:
             if MARK in line:
-                if now is None:
-                    now = MONO()
-                RECORDER.record(line, now)
+                self.delivered += 1
+                if self.sampled:
+                    if now is None:
+                        now = MONO()
+                    RECORDER.record(line, now)
             elif line:
                 self.handle(line)
 
@@ -293,7 +347,13 @@ class TCPClient(asyncio.Protocol, Client):
 
     def pause(self) -> None:
         if self.transport is not None:
+            _shrink_rcvbuf(self.transport)
             self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and not self.closed:
+            _shrink_rcvbuf(self.transport, RESUME_RCVBUF)
+            self.transport.resume_reading()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -311,20 +371,27 @@ class Worker:
         self.room = config.get("room", "defaultRoom")
         self.size = int(config.get("message_size", 64))
         self.worker_id = int(config.get("worker_id", 0))
+        self.sample_every = max(1, int(config.get("sample_every", 1)))
         self.clients: list[Client] = []
+        self.stalled: list[Client] = []
 
     async def open_one(self, index: int, timeout: float) -> Client:
         host, port = self.hosts[index % len(self.hosts)]
         dialect = DIALECTS[self.kind](self.room)
+        sampled = index % self.sample_every == 0
         loop = asyncio.get_running_loop()
         if dialect.transport == "tcp":
             _, client = await asyncio.wait_for(
-                loop.create_connection(lambda: TCPClient(dialect), host, port), timeout)
+                loop.create_connection(lambda: TCPClient(dialect, sampled), host, port), timeout
+            )
         else:
             url = f"ws://{host}:{port}{dialect.path}"
-            _, client = await ws_connect(lambda: WSClient(dialect), url,
-                                         websocket_handshake_timeout=timeout,
-                                         enable_auto_pong=True)
+            _, client = await ws_connect(
+                lambda: WSClient(dialect, sampled),
+                url,
+                websocket_handshake_timeout=timeout,
+                enable_auto_pong=True,
+            )
         try:
             await asyncio.wait_for(client.joined, timeout)
         except BaseException:
@@ -332,9 +399,12 @@ class Worker:
             raise
         return client
 
-    async def connect(self, count: int, concurrency: int, timeout: float, deadline_s: float) -> dict:
+    async def connect(
+        self, count: int, concurrency: int, timeout: float, deadline_s: float
+    ) -> dict:
         sem = asyncio.Semaphore(concurrency)
         errors: dict[str, int] = {}
+        cpu0 = time.process_time()
         start = time.perf_counter()
         deadline = start + deadline_s
         base = len(self.clients)
@@ -347,7 +417,7 @@ class Worker:
                     return
                 try:
                     opened[i] = await self.open_one(base + i, timeout)
-                except BaseException as exc:  # noqa: BLE001 - every failure is counted
+                except BaseException as exc:
                     key = f"{type(exc).__name__}: {exc}"[:120]
                     errors[key] = errors.get(key, 0) + 1
 
@@ -355,8 +425,14 @@ class Worker:
         elapsed = time.perf_counter() - start
         ok = [c for c in opened if c is not None]
         self.clients.extend(ok)
-        return {"joined": len(ok), "failed": count - len(ok), "elapsed": elapsed,
-                "errors": errors, "total": len(self.clients)}
+        return {
+            "joined": len(ok),
+            "failed": count - len(ok),
+            "elapsed": elapsed,
+            "cpu_s": time.process_time() - cpu0,
+            "errors": errors,
+            "total": len(self.clients),
+        }
 
     async def send(self, phase: int, rate: float, duration: float, senders: int) -> dict:
         live = [c for c in self.clients[:senders] if not c.closed]
@@ -387,7 +463,11 @@ class Worker:
                 await asyncio.sleep(0)
             if time.perf_counter() - start > duration * 3 + 5:
                 break  # hard bound: never run far past the planned duration
-        return {"sent": sent, "elapsed": time.perf_counter() - start, "late_max_ms": late_max * 1000}
+        return {
+            "sent": sent,
+            "elapsed": time.perf_counter() - start,
+            "late_max_ms": late_max * 1000,
+        }
 
     def dialect_say(self, client: Client, phase: int, seq: int) -> bytes:
         sender = self.worker_id * 1_000_000 + seq % 1000
@@ -396,15 +476,28 @@ class Worker:
     def stats(self, phase: int) -> dict:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         stats = RECORDER.phases.get(phase)
-        return {"phase": phase, "stats": stats.as_dict() if stats else PhaseStats().as_dict(),
-                "cpu_s": usage.ru_utime + usage.ru_stime, "unparsed": RECORDER.other,
-                "open": sum(1 for c in self.clients if not c.closed), "total": len(self.clients)}
+        return {
+            "phase": phase,
+            "stats": stats.as_dict() if stats else PhaseStats().as_dict(),
+            "cpu_s": usage.ru_utime + usage.ru_stime,
+            "user_s": usage.ru_utime,
+            "unparsed": RECORDER.other,
+            "delivered": sum(c.delivered for c in self.clients),
+            "open": sum(1 for c in self.clients if not c.closed),
+            "total": len(self.clients),
+        }
 
     def stall(self, count: int) -> dict:
         victims = [c for c in self.clients if not c.closed][-count:] if count else []
         for c in victims:
             c.pause()
+        self.stalled = victims
         return {"stalled": len(victims)}
+
+    def resume(self) -> dict:
+        for c in self.stalled:
+            c.resume()
+        return {"resumed": len(self.stalled)}
 
     def close(self) -> dict:
         for c in self.clients:
@@ -425,16 +518,25 @@ class Worker:
             name = cmd.get("cmd")
             try:
                 if name == "connect":
-                    reply = await self.connect(int(cmd["count"]), int(cmd.get("concurrency", 100)),
-                                               float(cmd.get("timeout", 10)),
-                                               float(cmd.get("deadline", 120)))
+                    reply = await self.connect(
+                        int(cmd["count"]),
+                        int(cmd.get("concurrency", 100)),
+                        float(cmd.get("timeout", 10)),
+                        float(cmd.get("deadline", 120)),
+                    )
                 elif name == "send":
-                    reply = await self.send(int(cmd["phase"]), float(cmd["rate"]),
-                                            float(cmd["duration"]), int(cmd.get("senders", 1)))
+                    reply = await self.send(
+                        int(cmd["phase"]),
+                        float(cmd["rate"]),
+                        float(cmd["duration"]),
+                        int(cmd.get("senders", 1)),
+                    )
                 elif name == "stats":
                     reply = self.stats(int(cmd["phase"]))
                 elif name == "stall":
                     reply = self.stall(int(cmd["count"]))
+                elif name == "resume":
+                    reply = self.resume()
                 elif name == "close":
                     reply = self.close()
                     out.write(json.dumps(reply) + "\n")
@@ -443,7 +545,7 @@ class Worker:
                     return
                 else:
                     reply = {"error": f"unknown command {name}"}
-            except Exception as exc:  # noqa: BLE001 - reported to the controller
+            except Exception as exc:
                 reply = {"error": f"{type(exc).__name__}: {exc}"}
             out.write(json.dumps(reply) + "\n")
             out.flush()

@@ -2,8 +2,8 @@
 
     python bench/run.py [--quick] [--servers a,b,...] [--scenarios fanout,ramp,...]
 
-Servers: roomcast-ws, roomcast-tcp, socketio, actionhero, websockets.
-Scenarios: fanout, ramp, connections, cluster.
+Servers: roomcast-ws, roomcast-tcp, socketio, actionhero, websockets, floor-tcp.
+Scenarios: fanout, ramp, connections, stall, cluster.
 Each target runs as its own subprocess; results go to bench/results/<timestamp>.json.
 The exit status is non-zero only when the harness breaks (or, with --quick, when
 a target cannot be measured at all); numbers never fail a run.
@@ -25,13 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from generator import HarnessError, scratch_dir  # noqa: E402
-from report import print_summary  # noqa: E402
-from scenarios import SCENARIOS, Settings  # noqa: E402
-from servers import BENCH_DIR, TARGETS, TargetFailed, TargetUnavailable  # noqa: E402
+from generator import HarnessError, scratch_dir
+from report import print_summary
+from scenarios import SCENARIOS, Settings
+from servers import BENCH_DIR, TARGETS, TargetFailed, TargetUnavailable
 
-ALL_SERVERS = ["roomcast-ws", "roomcast-tcp", "socketio", "actionhero", "websockets"]
-ALL_SCENARIOS = ["fanout", "ramp", "connections", "cluster"]
+ALL_SERVERS = ["roomcast-ws", "roomcast-tcp", "socketio", "actionhero", "websockets", "floor-tcp"]
+ALL_SCENARIOS = ["fanout", "ramp", "connections", "stall", "cluster"]
 CLUSTER_SERVERS = {"roomcast-ws", "roomcast-tcp", "socketio", "actionhero"}
 
 
@@ -51,9 +51,13 @@ def machine() -> dict:
         mem = psutil.virtual_memory().total
     except ImportError:
         pass
-    return {"nproc": os.cpu_count(), "cpu_model": model or platform.processor(),
-            "memory_gib": round(mem / 2**30, 1), "kernel": platform.release(),
-            "python": platform.python_version()}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model or platform.processor(),
+        "memory_gib": round(mem / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
 
 
 def versions(python: str, servers: list[str]) -> dict:
@@ -63,31 +67,53 @@ def versions(python: str, servers: list[str]) -> dict:
             import importlib.metadata as md
 
             out[mod] = md.version(mod)
-        except Exception:  # noqa: BLE001
+        except Exception:
             out[mod] = None
     for name in servers:
         try:
             out[name] = TARGETS[name].version(python)
-        except Exception:  # noqa: BLE001
+        except Exception:
             out[name] = None
     if shutil.which("redis-server"):
-        v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
+        v = subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True
+        ).stdout.split()
         out["redis-server"] = next((x.split("=", 1)[1] for x in v if x.startswith("v=")), None)
     return out
 
 
+def wait_quiet(log, max_s: float, busy_pct: float = 15.0) -> float:
+    """Wait (bounded) until the machine is nearly idle before a scenario; returns seconds waited."""
+    import psutil
+
+    start = time.monotonic()
+    while True:
+        busy = psutil.cpu_percent(interval=2.0)
+        waited = time.monotonic() - start
+        if busy < busy_pct or waited >= max_s:
+            if waited > 2.5:
+                log(f"  (waited {waited:.0f} s for a quiet machine; now {busy:.0f} % busy)")
+            return round(waited, 1)
+
+
 def settings_for(args: argparse.Namespace, python: str, log_dir: Path) -> Settings:
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
-    s = Settings(python=python, log_dir=log_dir,
-                 server_cpus="0" if pin else None, gen_cpus="1" if pin else None,
-                 aux_cpus="1" if pin else None, workers=args.workers)
+    s = Settings(
+        python=python,
+        log_dir=log_dir,
+        server_cpus="0" if pin else None,
+        gen_cpus="1" if pin else None,
+        aux_cpus="1" if pin else None,
+        workers=args.workers,
+    )
     if args.quick:
         s.fanout_sizes = [100, 500]
         s.fanout_deliveries_per_s = 10000
-        s.warmup_s, s.window_s = 0.5, 3.0
+        s.warmup_s, s.window_s, s.drain_s = 0.5, 3.0, 3.0
         s.connections = 500
         s.ramp_members, s.ramp_max_steps, s.ramp_step_s = 200, 4, 2.0
         s.cluster_members = 200
+        s.stall_members, s.stall_s = 200, 5.0
     if args.sizes:
         s.fanout_sizes = [int(x) for x in args.sizes.split(",")]
     if args.rate:
@@ -98,24 +124,52 @@ def settings_for(args: argparse.Namespace, python: str, log_dir: Path) -> Settin
         s.connections = args.connections
     if args.message_size:
         s.message_size = args.message_size
+    if args.profile:
+        s.profile_dir = BENCH_DIR / "results" / "profiles"
     return s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="under 60 s: roomcast-ws and websockets, small fanout only")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="under 60 s: roomcast-ws and websockets, small fanout only",
+    )
     parser.add_argument("--servers", help=f"comma list of {','.join(ALL_SERVERS)}")
     parser.add_argument("--scenarios", help=f"comma list of {','.join(ALL_SCENARIOS)}")
     parser.add_argument("--sizes", help="fanout room sizes, e.g. 100,1000,5000")
     parser.add_argument("--rate", type=float, help="offered deliveries/s for fanout and cluster")
     parser.add_argument("--window", type=float, help="measured window per step, seconds")
-    parser.add_argument("--connections", type=int, help="idle connections in the connections scenario")
-    parser.add_argument("--message-size", type=int, help="chat message length in bytes (default 64)")
+    parser.add_argument(
+        "--connections", type=int, help="idle connections in the connections scenario"
+    )
+    parser.add_argument(
+        "--message-size", type=int, help="chat message length in bytes (default 64)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="load-generator processes")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin server and generator to separate cores")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin server and generator to separate cores"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy each Python server during fanout's largest room (collapsed stacks "
+        "in bench/results/profiles/)",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="before each scenario wait up to this long for the machine to be < 15 %% busy",
+    )
     parser.add_argument("--out", help="result file (default bench/results/<timestamp>.json)")
-    parser.add_argument("--table", metavar="RESULT_JSON", help="print the markdown table of a result file and exit")
+    parser.add_argument(
+        "--table", metavar="RESULT_JSON", help="print the markdown table of a result file and exit"
+    )
     args = parser.parse_args(argv)
 
     if args.table:
@@ -127,14 +181,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import picows  # noqa: F401
     except ImportError:
-        print("picows is not installed in this interpreter: run bench/setup.sh --quick "
-              "(or bench/setup.sh and use bench/.env/bin/python)", file=sys.stderr)
+        print(
+            "picows is not installed in this interpreter: run bench/setup.sh --quick "
+            "(or bench/setup.sh and use bench/.env/bin/python)",
+            file=sys.stderr,
+        )
         return 2
 
-    servers = args.servers.split(",") if args.servers else (
-        ["roomcast-ws", "websockets"] if args.quick else ALL_SERVERS)
-    scenarios = args.scenarios.split(",") if args.scenarios else (
-        ["fanout"] if args.quick else ALL_SCENARIOS)
+    servers = (
+        args.servers.split(",")
+        if args.servers
+        else (["roomcast-ws", "websockets"] if args.quick else ALL_SERVERS)
+    )
+    scenarios = (
+        args.scenarios.split(",")
+        if args.scenarios
+        else (["fanout"] if args.quick else ALL_SCENARIOS)
+    )
     for name in servers:
         if name not in TARGETS:
             parser.error(f"unknown server {name}")
@@ -145,14 +208,17 @@ def main(argv: list[str] | None = None) -> int:
     python = sys.executable
     log_dir = scratch_dir()
     settings = settings_for(args, python, log_dir)
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     result: dict = {
         "started": started.isoformat(timespec="seconds"),
         "command": "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "quick": args.quick,
         "machine": machine(),
         "versions": versions(python, servers),
-        "settings": {k: v for k, v in vars(settings).items() if k not in ("python", "log_dir")},
+        "settings": {
+            k: v for k, v in vars(settings).items() if k not in ("python", "log_dir", "profile_dir")
+        },
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
         "results": {},
         "skipped": {},
         "errors": {},
@@ -176,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             if scenario == "cluster" and name not in CLUSTER_SERVERS:
                 continue
             log(f"{name} / {scenario}")
+            if args.wait_quiet:
+                waited = wait_quiet(log, args.wait_quiet)
+                result.setdefault("waited_for_quiet_s", {})[f"{name}/{scenario}"] = waited
             try:
                 res = SCENARIOS[scenario](target, settings, log)
                 result["results"].setdefault(name, {})[scenario] = res
@@ -191,8 +260,13 @@ def main(argv: list[str] | None = None) -> int:
                     broken = True
                     traceback.print_exc()
     result["seconds"] = round(time.monotonic() - t_start, 1)
+    result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
 
-    out = Path(args.out) if args.out else BENCH_DIR / "results" / (started.strftime("%Y%m%dT%H%M%SZ") + ".json")
+    out = (
+        Path(args.out)
+        if args.out
+        else BENCH_DIR / "results" / (started.strftime("%Y%m%dT%H%M%SZ") + ".json")
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     text = json.dumps(result, indent=1, sort_keys=False) + "\n"
@@ -202,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp.replace(out)
     print_summary(result, log)
     log(f"results: {os.path.relpath(out)} ({result['seconds']} s)")
-    shutil.rmtree(log_dir, ignore_errors=True) if not broken else log(f"server logs kept in {log_dir}")
+    shutil.rmtree(log_dir, ignore_errors=True) if not broken else log(
+        f"server logs kept in {log_dir}"
+    )
     return 1 if broken else 0
 
 

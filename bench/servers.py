@@ -8,6 +8,7 @@ scratch directory. Its CPU time and RSS are read from the process itself
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -56,6 +57,27 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _schedstat_s(pid: int) -> float | None:
+    """Sum of on-CPU time of a process's live threads, from /proc/<pid>/task/*/schedstat.
+
+    psutil's user+system time ticks at 10 ms; this is nanoseconds. Every server here
+    keeps its threads for its whole life, so no time is lost with exited threads.
+    """
+    base = f"/proc/{pid}/task"
+    try:
+        tids = os.listdir(base)
+    except OSError:
+        return None
+    total = 0
+    for tid in tids:
+        try:
+            with open(f"{base}/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
+
+
 def pinned(cmd: list[str], cpus: str | None) -> list[str]:
     if cpus is None or shutil.which("taskset") is None:
         return cmd
@@ -82,8 +104,13 @@ class ServerProc:
             return []
 
     def cpu_s(self) -> float:
+        """CPU seconds used so far by the process tree (nanosecond schedstat where Linux has it)."""
         total = 0.0
         for p in self._procs():
+            precise = _schedstat_s(p.pid)
+            if precise is not None:
+                total += precise
+                continue
             try:
                 t = p.cpu_times()
                 total += t.user + t.system
@@ -91,13 +118,21 @@ class ServerProc:
                 pass
         return total
 
+    def user_system_s(self) -> tuple[float, float]:
+        """(user, system) CPU seconds, at psutil's 10 ms tick: for the kernel's share only."""
+        user = system = 0.0
+        for p in self._procs():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = p.cpu_times()
+                user += t.user
+                system += t.system
+        return user, system
+
     def rss(self) -> int:
         total = 0
         for p in self._procs():
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 total += p.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
         return total
 
     def alive(self) -> bool:
@@ -113,7 +148,9 @@ class ServerProc:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise TargetFailed(f"{self.name} exited with {self.popen.returncode}:\n{self.log_tail()}")
+                raise TargetFailed(
+                    f"{self.name} exited with {self.popen.returncode}:\n{self.log_tail()}"
+                )
             ready = all(port_open(p) for p in self.ports.values())
             if ready and marker:
                 ready = marker in self.log_path.read_text(errors="replace")
@@ -134,16 +171,29 @@ class ServerProc:
         return self.popen.returncode
 
 
-def spawn(name: str, cmd: list[str], log_dir: Path, ports: dict[str, int], *,
-          cwd: Path | None = None, env: dict | None = None) -> ServerProc:
+def spawn(
+    name: str,
+    cmd: list[str],
+    log_dir: Path,
+    ports: dict[str, int],
+    *,
+    cwd: Path | None = None,
+    env: dict | None = None,
+) -> ServerProc:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{int(time.time() * 1000)}.log"
-    log = open(log_path, "wb")
+    log = open(log_path, "wb")  # noqa: SIM115 - the child keeps it; we close our copy below
     full_env = dict(os.environ)
     full_env.update(env or {})
-    popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             cwd=str(cwd) if cwd else None, env=full_env,
-                             preexec_fn=_raise_fd_limit)
+    popen = subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=str(cwd) if cwd else None,
+        env=full_env,
+        preexec_fn=_raise_fd_limit,
+    )
     log.close()
     return ServerProc(name, popen, log_path, ports)
 
@@ -156,8 +206,21 @@ def start_redis(log_dir: Path, cpus: str | None) -> ServerProc:
     if binary is None:
         raise TargetUnavailable("redis-server not installed (apt-get install redis-server)")
     port = free_port()
-    cmd = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
-           "--protected-mode", "yes", "--dir", str(log_dir)]
+    cmd = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        HOST,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--dir",
+        str(log_dir),
+    ]
     server = spawn("redis", pinned(cmd, cpus), log_dir, {"redis": port})
     server.wait_ready(10)
     return server
@@ -178,9 +241,20 @@ class Target:
         """None when it can run here, else why not."""
         raise NotImplementedError
 
-    def start(self, log_dir: Path, cpus: str | None, python: str, *, node_id: str = "a",
-              redis_url: str | None = None) -> tuple[ServerProc, int]:
-        """Start one node; returns it and the port clients connect to."""
+    def start(
+        self,
+        log_dir: Path,
+        cpus: str | None,
+        python: str,
+        *,
+        node_id: str = "a",
+        redis_url: str | None = None,
+        send_limit: int | None = None,
+    ) -> tuple[ServerProc, int]:
+        """Start one node; returns it and the port clients connect to.
+
+        `send_limit` (bytes a client may leave unread) is honoured by targets that have one.
+        """
         raise NotImplementedError
 
     def version(self, python: str) -> str:
@@ -192,8 +266,11 @@ def _python_has(python: str, module: str) -> bool:
 
 
 def _python_version_of(python: str, dist: str) -> str:
-    out = subprocess.run([python, "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [python, "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
@@ -203,14 +280,38 @@ class Roomcast(Target):
             return "roomcast is not importable (pip install -e . from the repo root)"
         return None
 
-    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None):
+    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None):
         web, sock = free_port(), free_port()
-        cmd = [python, "-m", "roomcast", "start", "--bind", HOST, "--web-port", str(web),
-               "--socket-port", str(sock), "--id", f"bench-{node_id}", "--log-level", "warning"]
+        cmd = [
+            python,
+            "-m",
+            "roomcast",
+            "start",
+            "--bind",
+            HOST,
+            "--web-port",
+            str(web),
+            "--socket-port",
+            str(sock),
+            "--id",
+            f"bench-{node_id}",
+            "--log-level",
+            "warning",
+        ]
         if redis_url:
             cmd += ["--redis-url", redis_url]
-        server = spawn(f"{self.name}-{node_id}", pinned(cmd, cpus), log_dir, {"web": web, "socket": sock})
-        server.wait_ready(30, marker="roomcast ready")
+        if send_limit:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            config = log_dir / f"roomcast-{node_id}-{send_limit}.toml"
+            config.write_text(
+                f"[web]\nsend_buffer_limit = {send_limit}\n"
+                f"[socket]\nsend_buffer_limit = {send_limit}\n"
+            )
+            cmd += ["--config", str(config)]
+        server = spawn(
+            f"{self.name}-{node_id}", pinned(cmd, cpus), log_dir, {"web": web, "socket": sock}
+        )
+        server.wait_ready(30)  # "roomcast ready" is an info line; we log at warning
         return server, (sock if self.dialect == "roomcast-tcp" else web)
 
     def version(self, python):
@@ -221,7 +322,7 @@ class NaiveWebsockets(Target):
     def available(self, python):
         return None if _python_has(python, "websockets") else "websockets not installed"
 
-    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None):
+    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None):
         if redis_url:
             raise TargetUnavailable("the naive websockets loop is single-process only")
         port = free_port()
@@ -234,14 +335,36 @@ class NaiveWebsockets(Target):
         return _python_version_of(python, "websockets")
 
 
+class FloorTCP(Target):
+    """peers/floor_server.py: selectors + one socket.send per member (the per-delivery floor)."""
+
+    def available(self, python):
+        return None
+
+    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None):
+        if redis_url:
+            raise TargetUnavailable("the floor server is single-process only")
+        port = free_port()
+        cmd = [python, str(PEERS_DIR / "floor_server.py"), "--port", str(port)]
+        server = spawn(f"{self.name}-{node_id}", pinned(cmd, cpus), log_dir, {"socket": port})
+        server.wait_ready(20)
+        return server, port
+
+    def version(self, python):
+        return "python " + ".".join(map(str, sys.version_info[:3]))
+
+
 class SocketIOPeer(Target):
     def available(self, python):
         for mod in ("socketio", "uvicorn"):
             if not _python_has(python, mod):
-                return f"{mod} not installed in this interpreter (run bench/setup.sh and use bench/.env/bin/python)"
+                return (
+                    f"{mod} not installed in this interpreter "
+                    "(run bench/setup.sh and use bench/.env/bin/python)"
+                )
         return None
 
-    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None):
+    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None):
         port = free_port()
         cmd = [python, str(PEERS_DIR / "socketio_server.py"), "--port", str(port)]
         if redis_url:
@@ -251,8 +374,12 @@ class SocketIOPeer(Target):
         return server, port
 
     def version(self, python):
-        return "python-socketio " + _python_version_of(python, "python-socketio") + \
-            ", uvicorn " + _python_version_of(python, "uvicorn")
+        return (
+            "python-socketio "
+            + _python_version_of(python, "python-socketio")
+            + ", uvicorn "
+            + _python_version_of(python, "uvicorn")
+        )
 
 
 class ActionheroPeer(Target):
@@ -265,24 +392,39 @@ class ActionheroPeer(Target):
             return "redis-server not installed"
         return None
 
-    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None):
+    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None):
         if redis_url is None:
             raise TargetFailed("ActionHero needs a Redis URL")
         port = free_port()
-        env = {"PORT": str(port), "REDIS_URL": redis_url, "LOG_LEVEL": "warning",
-               "NODE_ENV": "production",
-               "ACTIONHERO_CONFIG_OVERRIDES": f'{{"general":{{"id":"bench-{node_id}"}}}}'}
+        env = {
+            "PORT": str(port),
+            "REDIS_URL": redis_url,
+            "LOG_LEVEL": "warning",
+            "NODE_ENV": "production",
+            "ACTIONHERO_CONFIG_OVERRIDES": f'{{"general":{{"id":"bench-{node_id}"}}}}',
+        }
         cmd = ["node", "dist/server.js"]
-        server = spawn(f"{self.name}-{node_id}", pinned(cmd, cpus), log_dir, {"web": port},
-                       cwd=ACTIONHERO_DIR, env=env)
+        server = spawn(
+            f"{self.name}-{node_id}",
+            pinned(cmd, cpus),
+            log_dir,
+            {"web": port},
+            cwd=ACTIONHERO_DIR,
+            env=env,
+        )
         server.wait_ready(40)
         return server, port
 
     def version(self, python):
         try:
             import json
-            pkg = json.loads((ACTIONHERO_DIR / "node_modules" / "actionhero" / "package.json").read_text())
-            node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+
+            pkg = json.loads(
+                (ACTIONHERO_DIR / "node_modules" / "actionhero" / "package.json").read_text()
+            )
+            node = subprocess.run(
+                ["node", "--version"], capture_output=True, text=True
+            ).stdout.strip()
             return f"actionhero {pkg['version']}, node {node}"
         except (OSError, ValueError, KeyError):
             return ""
@@ -294,6 +436,7 @@ TARGETS: dict[str, Target] = {
     "socketio": SocketIOPeer("socketio", "socketio"),
     "actionhero": ActionheroPeer("actionhero", "actionhero", needs_redis=True),
     "websockets": NaiveWebsockets("websockets", "websockets"),
+    "floor-tcp": FloorTCP("floor-tcp", "roomcast-tcp"),
 }
 
 

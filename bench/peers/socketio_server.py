@@ -19,8 +19,13 @@ import uvicorn
 
 def build_app(redis_url: str | None) -> object:
     manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
-    sio = socketio.AsyncServer(async_mode="asgi", client_manager=manager,
-                               cors_allowed_origins="*", logger=False, engineio_logger=False)
+    sio = socketio.AsyncServer(
+        async_mode="asgi",
+        client_manager=manager,
+        cors_allowed_origins="*",
+        logger=False,
+        engineio_logger=False,
+    )
 
     @sio.event
     async def join(sid, room):
@@ -57,5 +62,13 @@ if __name__ == "__main__":
         loop = "uvloop"
     except ImportError:
         loop = "asyncio"
-    uvicorn.run(build_app(ns.redis_url), host=ns.bind, port=ns.port, loop=loop,
-                ws="auto", log_level="warning", lifespan="off", ws_per_message_deflate=False)
+    uvicorn.run(
+        build_app(ns.redis_url),
+        host=ns.bind,
+        port=ns.port,
+        loop=loop,
+        ws="auto",
+        log_level="warning",
+        lifespan="off",
+        ws_per_message_deflate=False,
+    )

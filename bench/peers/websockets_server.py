@@ -60,23 +60,29 @@ async def handler(ws) -> None:
             if event == "say":
                 members = rooms.get(room)
                 if members is None or room not in joined:
-                    await ws.send(reply(count, request, f"connection not in this room ({room})", False))
+                    await ws.send(
+                        reply(count, request, f"connection not in this room ({room})", False)
+                    )
                     continue
                 await ws.send(reply(count, request))
-                payload = dumps({
-                    "message": request.get("message"),
-                    "room": room,
-                    "from": conn_id,
-                    "context": "user",
-                    "sentAt": int(time.time() * 1000),
-                })
+                payload = dumps(
+                    {
+                        "message": request.get("message"),
+                        "room": room,
+                        "from": conn_id,
+                        "context": "user",
+                        "sentAt": int(time.time() * 1000),
+                    }
+                )
                 broadcast(members, payload)
             elif event == "roomAdd":
                 members = rooms.get(room)
                 if members is None:
                     await ws.send(reply(count, request, "room does not exist", False))
                 elif room in joined:
-                    await ws.send(reply(count, request, f"connection already in this room ({room})", False))
+                    await ws.send(
+                        reply(count, request, f"connection already in this room ({room})", False)
+                    )
                 else:
                     members.add(ws)
                     joined.add(room)
@@ -87,7 +93,9 @@ async def handler(ws) -> None:
                     joined.discard(room)
                     await ws.send(reply(count, request))
                 else:
-                    await ws.send(reply(count, request, f"connection not in this room ({room})", False))
+                    await ws.send(
+                        reply(count, request, f"connection not in this room ({room})", False)
+                    )
             elif event == "quit":
                 break
             else:
@@ -103,8 +111,9 @@ async def main(args: argparse.Namespace) -> None:
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
-    async with serve(handler, args.bind, args.port, compression=None, max_queue=None,
-                     ping_interval=None):
+    async with serve(
+        handler, args.bind, args.port, compression=None, max_queue=None, ping_interval=None
+    ):
         print(f"websockets peer ready on {args.bind}:{args.port}", flush=True)
         await stop
 
