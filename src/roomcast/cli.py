@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -47,10 +48,23 @@ async def run_node(api: Api) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await api.start()
+    _tune_garbage_collector()
     try:
         await stop.wait()
     finally:
         await api.stop()
+
+
+def _tune_garbage_collector() -> None:
+    """Keep full garbage collections rare and short on a long-running node.
+
+    Connections are long-lived objects; scanning all of them in a full collection shows
+    up as 40-60 ms latency spikes with thousands of clients. What exists at start is
+    frozen out of collection, and the young generation collects less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def _event_loop_runner() -> Any:

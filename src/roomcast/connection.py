@@ -27,6 +27,11 @@ class Connection:
     framed once per kind of transport and the same bytes go to every member.
     """
 
+    # Slots keep the core fields compact; "__dict__" still lets code set its own
+    # attributes on a connection (ActionHero apps mark connections that way).
+    __slots__ = ("__dict__", "__weakref__", "_tasks", "api", "connected_at", "destroyed",
+                 "fingerprint", "id", "message_count", "params", "pending_actions",
+                 "remote_ip", "remote_port", "rooms", "total_actions")
     type: str = "test"
     framing: str = "json"
     can_chat: bool = True

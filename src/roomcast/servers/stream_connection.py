@@ -60,6 +60,8 @@ def _outbox() -> _Outbox:
 class StreamConnection(Connection):
     """A connection over an asyncio transport; subclasses define :meth:`frame`."""
 
+    __slots__ = ("_outbox", "_queued", "_send_limit", "_transport")
+
     def __init__(self, api: Api, transport: asyncio.Transport, remote_ip: str,
                  remote_port: int, send_limit: int, fingerprint: str | None = None) -> None:
         super().__init__(api, remote_ip=remote_ip, remote_port=remote_port,

@@ -7,7 +7,6 @@ This module only moves bytes: :mod:`roomcast.protocol.socket_lines` cuts and par
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import ssl
 from typing import TYPE_CHECKING, cast
@@ -39,6 +38,7 @@ _MAX_QUEUED = 256  # lines waiting per connection before we stop reading from it
 class SocketConnection(StreamConnection):
     """A TCP client; messages are JSON lines ending in ``\\r\\n``."""
 
+    __slots__ = ()
     type = "socket"
     framing = "line"
 
@@ -61,11 +61,15 @@ class SocketProtocol(asyncio.Protocol):
     actions run concurrently, each reply tagged with the messageCount of its request.
     """
 
+    # Slots and a plain list keep an idle client to a few hundred bytes of Python objects.
+    __slots__ = ("_paused", "_queue", "_registered", "_splitter", "_transport", "_worker",
+                 "api", "connection")
+
     def __init__(self, api: Api) -> None:
         self.api = api
         self.connection: SocketConnection | None = None
         self._splitter = LineSplitter(api.config.socket.max_data_length)
-        self._queue: collections.deque[tuple[int, LineEvent]] = collections.deque()
+        self._queue: list[tuple[int, LineEvent]] = []  # at most _MAX_QUEUED long
         self._worker: asyncio.Task[None] | None = None
         self._registered = False
         self._paused = False
@@ -105,7 +109,7 @@ class SocketProtocol(asyncio.Protocol):
             self._registered = True
             await self.api.connections.register(connection)
         while self._queue and not connection.destroyed:
-            count, event = self._queue.popleft()
+            count, event = self._queue.pop(0)
             try:
                 await self._handle(connection, count, event)
             except Exception:
@@ -113,6 +117,7 @@ class SocketProtocol(asyncio.Protocol):
             if self._paused and len(self._queue) < _MAX_QUEUED // 2 and self._transport:
                 self._paused = False
                 self._transport.resume_reading()
+        self._worker = None  # an idle client keeps no finished task alive
 
     async def _handle(self, connection: SocketConnection, count: int, event: LineEvent) -> None:
         if isinstance(event, Interrupt):
