@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 import uuid
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from roomcast import jsonwire
+from roomcast.hooks import call_hook
 
 if TYPE_CHECKING:
     from roomcast.api import Api
@@ -156,7 +156,7 @@ class Connections:
         self._by_id[connection.id] = connection
         for middleware in self._middleware:
             if middleware.create is not None:
-                await _call(middleware.create, connection)
+                await call_hook(middleware.create, connection)
 
     async def destroy(self, connection: Connection) -> None:
         """Run destroy middleware, leave every room, forget the connection, close it."""
@@ -166,7 +166,7 @@ class Connections:
         for middleware in self._middleware:
             if middleware.destroy is not None:
                 try:
-                    await _call(middleware.destroy, connection)
+                    await call_hook(middleware.destroy, connection)
                 except Exception:
                     log.exception("connection destroy middleware %s failed", middleware.name)
         try:
@@ -176,8 +176,3 @@ class Connections:
             connection.goodbye()
             connection.close_transport()
 
-
-async def _call(hook: ConnectionHook, connection: Connection) -> None:
-    result = hook(connection)
-    if inspect.isawaitable(result):
-        await result

@@ -53,8 +53,6 @@ def resolve_public_file(roots: list[Path], requested: str) -> Path:
     """
     relative = requested.lstrip("/") or "index.html"
     parts = Path(relative).parts
-    if Path(requested).is_absolute() and not requested.startswith("/"):
-        raise PublicFileNotFound(requested)
     if any(part in ("..", "") or "\x00" in part for part in parts):
         raise PublicFileNotFound(requested)
     for root in roots:

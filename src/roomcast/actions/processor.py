@@ -18,6 +18,7 @@ from roomcast.actions.errors import (
     UnknownAction,
 )
 from roomcast.actions.middleware import ActionMiddleware
+from roomcast.hooks import call_hook
 
 if TYPE_CHECKING:
     from roomcast.api import Api
@@ -96,13 +97,13 @@ class Actions:
                           if m.global_ or m.name in action.middleware]
             for m in middleware:
                 if m.pre is not None:
-                    await _call(m.pre, data)
+                    await call_hook(m.pre, data)
             try:
                 await action.run(data)
             finally:
                 for m in middleware:
                     if m.post is not None:
-                        await _call(m.post, data)
+                        await call_hook(m.post, data)
             return data
         finally:
             connection.pending_actions -= 1
@@ -153,12 +154,7 @@ class Actions:
                     loaded.append(value.name)
             initialize = getattr(module, "initialize", None)
             if callable(initialize):
-                await _call(initialize, self.api)
+                await call_hook(initialize, self.api)
             log.info("loaded %s (%s)", path.name, ", ".join(loaded) or "no actions")
         return loaded
 
-
-async def _call(hook: Any, arg: Any) -> None:
-    result = hook(arg)
-    if inspect.isawaitable(result):
-        await result

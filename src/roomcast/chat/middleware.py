@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from roomcast.hooks import call_hook
 
 if TYPE_CHECKING:
     from roomcast.connection import Connection
@@ -30,14 +31,6 @@ class ChatMiddleware:
     leave: Hook | None = None
     say: Hook | None = None
     on_say_receive: Hook | None = None
-
-
-async def call_hook(hook: Hook, *args: Any) -> Any:
-    """Call a sync or async hook and return its result."""
-    result = hook(*args)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
 
 
 class ChatMiddlewareChain:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from roomcast import jsonwire
@@ -285,16 +285,16 @@ class ChatRoom:
         )
 
     async def _rpc_add_member(self, connection_id: str, room: str) -> bool:
-        connection = self.api.connections.get(connection_id)
-        if connection is None:
-            raise ConnectionNotFound()
-        return await self._add_local_member(connection, room)
+        return await self._add_local_member(self._local_connection(connection_id), room)
 
     async def _rpc_remove_member(self, connection_id: str, room: str) -> bool:
+        return await self._remove_local_member(self._local_connection(connection_id), room)
+
+    def _local_connection(self, connection_id: str) -> Connection:
         connection = self.api.connections.get(connection_id)
-        if connection is None:
+        if connection is None:  # it left between the owner check and this call
             raise ConnectionNotFound()
-        return await self._remove_local_member(connection, room)
+        return connection
 
     async def _rpc_evict_room(self, room: str) -> int:
         members = self.index.members(room)
@@ -425,8 +425,9 @@ def _field(obj: Any, name: str) -> Any:
 
 
 def _set_field(obj: Any, name: str, value: Any) -> None:
+    """Give a mock connection its id 0 where it can take one (ActionHero does the same)."""
     with contextlib.suppress(Exception):
-        if isinstance(obj, dict):
+        if isinstance(obj, MutableMapping):
             obj[name] = value
-        elif not isinstance(obj, Mapping | Iterable):
+        elif not isinstance(obj, Mapping):
             setattr(obj, name, value)

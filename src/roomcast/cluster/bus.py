@@ -103,11 +103,6 @@ class Bus:
             if new:
                 await self._send("subscribe", channel)
 
-    async def unsubscribe(self, channel: str) -> None:
-        async with self._locked():
-            if self._handlers.pop(channel, None) is not None:
-                await self._send("unsubscribe", channel)
-
     async def sync(self, channel: str, handler: Handler, wanted: Callable[[], bool]) -> None:
         """Subscribe or unsubscribe ``channel`` so it matches ``wanted()`` read under the lock.
 
@@ -140,9 +135,6 @@ class Bus:
                 yield
             finally:
                 self._unlocked.set()
-
-    def is_subscribed(self, channel: str) -> bool:
-        return channel in self._handlers
 
     def rebuild(self, reason: str) -> None:
         """Have the reader replace the subscriber with a new one subscribed to every channel."""
