@@ -232,7 +232,7 @@ def fanout(target: Target, s: Settings, log) -> dict:
     return out
 
 
-def _start_profile(dep: Deployment, s: Settings, name: str):
+def _start_profile(dep: Deployment, s: Settings, name: str, seconds: float | None = None):
     """py-spy the first node for the measured window (Python servers only)."""
     import shutil
     import subprocess
@@ -252,7 +252,7 @@ def _start_profile(dep: Deployment, s: Settings, name: str):
             "--rate",
             "250",
             "--duration",
-            str(int(s.window_s + 1)),
+            str(int(seconds if seconds is not None else s.window_s + 1)),
             "--format",
             "raw",
             "--nonblocking",
@@ -393,6 +393,9 @@ def connections(target: Target, s: Settings, log) -> dict:
         time.sleep(1.0)
         rss0 = dep.rss()
         cpu0 = dep.cpu_s()
+        spy = None
+        if s.profile_dir is not None:
+            spy = _start_profile(dep, s, f"{target.name}-connections", seconds=3)
         conn = gen.connect(20 + s.connections, s.connect_concurrency)
         cpu1 = dep.cpu_s()
         time.sleep(2.0)
@@ -419,6 +422,8 @@ def connections(target: Target, s: Settings, log) -> dict:
             "rss_per_connection_kib": round((rss1 - rss0) / joined / 1024, 2) if joined else None,
             "open_after_settle": still_open - 20,
         }
+        if spy is not None:
+            out["profile"] = _finish_profile(*spy)
         log(
             f"  connections {joined}/{s.connections}: {out['connect_join_per_s']}/s, "
             f"{out['rss_per_connection_kib']} KiB each"

@@ -2,8 +2,10 @@
 static files at ``/``.
 
 aiohttp is the one HTTP/WebSocket stack: fast (C parsers), maintained, and serving both
-from one port. This module moves bytes; parsing and answering live in
-:mod:`roomcast.protocol` and :mod:`roomcast.dispatch`.
+from one port. A connection whose first request upgrades to ``/ws`` is served by
+:mod:`roomcast.servers.websocket` with aiohttp's frame reader and writer but without its
+per-request objects; everything else is aiohttp's. This module moves bytes; parsing and
+answering live in :mod:`roomcast.protocol` and :mod:`roomcast.dispatch`.
 """
 
 from __future__ import annotations
@@ -22,39 +24,19 @@ from roomcast.dispatch import PublicFileNotFound, answer, read_public_file
 from roomcast.protocol import replies
 from roomcast.protocol.requests import ActionRequest, FileRequest, QuitRequest
 from roomcast.protocol.websocket_events import parse_event
-from roomcast.protocol.websocket_frames import text_frame
-from roomcast.servers.stream_connection import StreamConnection
+from roomcast.servers.websocket import (
+    SESSION_COOKIE,
+    FirstRequest,
+    WebSocketConnection,
+    WebSocketProtocol,
+)
 
 if TYPE_CHECKING:
     from roomcast.api import Api
 
 log = logging.getLogger("roomcast.web")
 
-SESSION_COOKIE = "sessionID"
 _API_KEY: web.AppKey[Any] = web.AppKey("roomcast_api")
-
-
-class WebSocketConnection(StreamConnection):
-    """A WebSocket client; messages are pre-framed text frames written to its transport."""
-
-    type = "websocket"
-    framing = "ws-text"
-
-    def __init__(self, api: Api, ws: web.WebSocketResponse, transport: asyncio.Transport,
-                 remote_ip: str, remote_port: int, fingerprint: str | None) -> None:
-        super().__init__(api, transport, remote_ip, remote_port,
-                         api.config.web.send_buffer_limit, fingerprint)
-        self.ws = ws
-        self.said_goodbye = False
-
-    def frame(self, data: bytes) -> bytes:
-        return text_frame(data)
-
-    def close_transport(self) -> None:
-        self.flush()
-        if not self.ws.closed:
-            # 1001 "going away": clients reconnect; after a quit they were told "Bye!".
-            self.api.spawn(self.ws.close(code=1000 if self.said_goodbye else 1001))
 
 
 class WebConnection(Connection):
@@ -74,7 +56,9 @@ class WebServer:
         self.api = api
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._server: asyncio.Server | None = None
+        self._sockets: set[WebSocketProtocol] = set()  # served by servers.websocket
+        self._heartbeat: asyncio.Task[None] | None = None
 
     def build_app(self) -> web.Application:
         app = web.Application(middlewares=[_session_cookie],
@@ -92,25 +76,48 @@ class WebServer:
         self._runner = web.AppRunner(self.build_app(), access_log=None,
                                      handle_signals=False)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, config.bind, config.web_port, backlog=4096)
-        await self._site.start()
-        server = cast(asyncio.Server, self._site._server)
-        self.port = int(server.sockets[0].getsockname()[1])
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: FirstRequest(self), config.bind,
+                                                config.web_port, backlog=4096)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        if config.web.heartbeat:
+            self._heartbeat = asyncio.create_task(self._ping_forever(config.web.heartbeat))
         log.info("web server listening on http://%s:%s (WebSocket at /ws)", config.bind,
                  self.port)
 
+    def aiohttp_protocol(self) -> asyncio.Protocol:
+        """A new aiohttp request handler, for a connection :class:`FirstRequest` hands over."""
+        assert self._runner is not None and self._runner.server is not None
+        return self._runner.server()
+
+    def remember_socket(self, protocol: WebSocketProtocol) -> None:
+        self._sockets.add(protocol)
+
+    def forget_socket(self, protocol: WebSocketProtocol) -> None:
+        self._sockets.discard(protocol)
+
+    async def _ping_forever(self, interval: float) -> None:
+        """One timer pings every WebSocket client (no timer per connection)."""
+        while True:
+            await asyncio.sleep(interval)
+            for protocol in list(self._sockets):
+                protocol.heartbeat()
+
     async def stop_accepting(self) -> None:
-        server = self._site._server if self._site is not None else None
-        if server is not None:
-            server.close()
+        if self._server is not None:
+            self._server.close()
 
     async def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
 
     # WebSocket ---------------------------------------------------------------------------
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
+        """``/ws`` as aiohttp serves it: a later request on a kept-alive connection, or
+        any upgrade while permessage-deflate is on (see :mod:`roomcast.servers.websocket`)."""
         api = self.api
         settings = api.config.web
         ws = web.WebSocketResponse(heartbeat=settings.heartbeat,
@@ -119,8 +126,8 @@ class WebServer:
         await ws.prepare(request)
         transport = cast(asyncio.Transport, request.transport)
         peer = transport.get_extra_info("peername") or ("", 0)
-        connection = WebSocketConnection(api, ws, transport, str(peer[0]), int(peer[1]),
-                                         request.cookies.get(SESSION_COOKIE))
+        connection = WebSocketConnection(api, transport, str(peer[0]), int(peer[1]),
+                                         request.cookies.get(SESSION_COOKIE), ws=ws)
         await api.connections.register(connection)
         await connection.send_message(replies.welcome(api.config.socket.welcome))
         try:
@@ -130,7 +137,7 @@ class WebServer:
                 connection.message_count += 1
                 count = connection.message_count
                 if message.type == WSMsgType.TEXT:
-                    if not await self._handle_text(connection, message.data, count):
+                    if not await self.handle_text(connection, message.data, count):
                         break
                 elif message.type == WSMsgType.BINARY:
                     await connection.send_message(replies.request_error(
@@ -141,8 +148,8 @@ class WebServer:
             await connection.destroy()
         return ws
 
-    async def _handle_text(self, connection: WebSocketConnection, text: str,
-                           count: int) -> bool:
+    async def handle_text(self, connection: WebSocketConnection, text: str,
+                          count: int) -> bool:
         """Answer one frame; False when the client asked to quit."""
         request, message_id = parse_event(text)
         if isinstance(request, QuitRequest):
