@@ -224,21 +224,30 @@ class ChatRoom:
             raise RoomRequired()
         if room in connection.rooms:
             raise AlreadyInRoom(room)
-        if not await self._room_exists(room):
+        # A room seen less than ROOM_MEMORY s ago is trusted without a call (a burst of
+        # joins); otherwise _room_exists asks Redis.
+        if (self._rooms_seen.get(room, 0.0) <= time.monotonic()
+                and not await self._room_exists(room)):
             raise RoomNotFound()
-        await self.middleware.run_join(connection, room)
+        if self.middleware.join:
+            await self.middleware.run_join(connection, room)
         if room in connection.rooms:  # a concurrent join won while we awaited
             raise AlreadyInRoom(room)
         connection.rooms.append(room)
         self.index.add(room, connection)
         details = self.generate_member_details(connection)
         self._details[(room, connection.id)] = details
-        await self._sync_subscription(room)
+        if not self._bus.settled(self._keys.room_channel(room), True):
+            await self._sync_subscription(room)
+        gate = self._member_writes
+        if not gate.enter_now():
+            await gate.enter()
         try:
-            async with self._member_writes.open():
-                await self._store.add_member(room, connection.id, self.api.id, details)
+            await self._store.add_member(room, connection.id, self.api.id, details)
         except REDIS_DOWN as error:
             self._store_failed(f"member {connection.id} of {room} not stored", error)
+        finally:
+            gate.leave()
         return True
 
     async def _remove_local_member(self, connection: Connection, room: str) -> bool:
@@ -261,11 +270,15 @@ class ChatRoom:
         self.index.remove(room, connection.id)
         self._details.pop((room, connection.id), None)
         await self._sync_subscription(room)
+        gate = self._member_writes
+        if not gate.enter_now():
+            await gate.enter()
         try:
-            async with self._member_writes.open():
-                await self._store.remove_member(room, connection.id, self.api.id)
+            await self._store.remove_member(room, connection.id, self.api.id)
         except REDIS_DOWN as error:
             self._store_failed(f"member {connection.id} of {room} not removed", error)
+        finally:
+            gate.leave()
 
     async def leave_all(self, connection: Connection) -> None:
         """Take a closing connection out of every room; leave middleware runs but can't refuse."""
@@ -353,10 +366,16 @@ class ChatRoom:
             return 0
         frames: dict[str, Any] = {}
         if not self.middleware.say:
+            # Consecutive members mostly share a transport kind: look its frame up only
+            # when the kind changes (this loop runs once per member per message).
+            framing: str | None = None
+            frame: Any = None
             for connection in members:
-                frame = frames.get(connection.framing)
-                if frame is None:
-                    frame = frames[connection.framing] = connection.frame(data)
+                if connection.framing != framing:
+                    framing = connection.framing
+                    frame = frames.get(framing)
+                    if frame is None:
+                        frame = frames[framing] = connection.frame(data)
                 connection.write_frame(frame)
             return len(members)
         if payload is None:
@@ -383,7 +402,9 @@ class _WriteGate:
     """Many membership writes at once, or one resync alone.
 
     Writes pass while the gate is open; ``closed()`` waits for the writes in flight to
-    finish and holds new ones back until the resync is done.
+    finish and holds new ones back until the resync is done. A write is bracketed by
+    ``enter_now()`` (or, when that returns False, ``await enter()``) and ``leave()``:
+    plain calls, as a membership write is on every join's path.
     """
 
     def __init__(self) -> None:
@@ -394,18 +415,25 @@ class _WriteGate:
         self._in_flight = 0
         self._lock = asyncio.Lock()
 
-    @contextlib.asynccontextmanager
-    async def open(self) -> AsyncIterator[None]:
-        while not self._open.is_set():
-            await self._open.wait()
+    def enter_now(self) -> bool:
+        """Start a write if the gate is open; False when it is closed (await ``enter``)."""
+        if not self._open.is_set():
+            return False
+        if not self._in_flight:
+            self._idle.clear()
         self._in_flight += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+        return True
+
+    async def enter(self) -> None:
+        """Start a write, waiting while a resync holds the gate closed."""
+        while not self.enter_now():
+            await self._open.wait()
+
+    def leave(self) -> None:
+        """End a write started by ``enter_now`` or ``enter``."""
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._idle.set()
 
     @contextlib.asynccontextmanager
     async def closed(self) -> AsyncIterator[None]:

@@ -103,6 +103,12 @@ class Bus:
             if new:
                 await self._send("subscribe", channel)
 
+    def settled(self, channel: str, wanted: bool) -> bool:
+        """True when ``channel`` is subscribed exactly if ``wanted`` and no (un)subscribe is
+        in flight: then :meth:`sync` with that wish would do nothing, and need not be awaited.
+        """
+        return wanted == (channel in self._handlers) and not self._lock.locked()
+
     async def sync(self, channel: str, handler: Handler, wanted: Callable[[], bool]) -> None:
         """Subscribe or unsubscribe ``channel`` so it matches ``wanted()`` read under the lock.
 

@@ -11,8 +11,10 @@ import logging
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ResponseError
 
 from roomcast import jsonwire
 from roomcast.cluster.keys import Keys
@@ -66,6 +68,7 @@ class Store:
         self._member_writes = _GroupCommit(redis)
 
     async def close(self) -> None:
+        await self._member_writes.close()
         await self.redis.aclose()
 
     # rooms -------------------------------------------------------------------------------
@@ -95,16 +98,16 @@ class Store:
 
     async def add_member(self, room: str, connection_id: str, node_id: str,
                          details: dict[str, Any]) -> None:
-        """Store a membership; joins of one loop tick share one pipeline (group commit)."""
+        """Store a membership; joins of one loop tick share one batched write (group commit)."""
         await self._member_writes.submit((
-            ("hset", self.keys.members(room), connection_id, jsonwire.dumps(details)),
-            ("sadd", self.keys.node_members(node_id), f"{connection_id} {room}"),
+            ("HSET", self.keys.members(room), connection_id, jsonwire.dumps(details)),
+            ("SADD", self.keys.node_members(node_id), f"{connection_id} {room}"),
         ))
 
     async def remove_member(self, room: str, connection_id: str, node_id: str) -> None:
         await self._member_writes.submit((
-            ("hdel", self.keys.members(room), connection_id),
-            ("srem", self.keys.node_members(node_id), f"{connection_id} {room}"),
+            ("HDEL", self.keys.members(room), connection_id),
+            ("SREM", self.keys.node_members(node_id), f"{connection_id} {room}"),
         ))
 
     # presence ----------------------------------------------------------------------------
@@ -206,53 +209,119 @@ Command = tuple[Any, ...]
 
 
 class _GroupCommit:
-    """Collects the writes of one event-loop tick and sends them in one pipeline.
+    """Collects membership writes and sends them in batches, one pipelined write each.
 
-    Every caller still awaits its own write (and gets its error); batches go out one at a
-    time, in order, so a leave queued after a join is never applied before it.
+    Writes submitted in one event-loop tick, or while the previous batch is being written,
+    form the next batch. Every caller still awaits its own write (and gets its error);
+    batches go out one at a time, in order, so a leave queued after a join is never
+    applied before it.
+
+    Batches go over one connection kept for them, written and read directly rather than
+    through a redis-py ``Pipeline``: most batches hold a single join, and the pipeline's
+    bookkeeping (a pool checkout, its stack, its reset) cost more than the write itself.
     """
 
     def __init__(self, redis: aioredis.Redis) -> None:
-        self._redis = redis
+        self._pool = redis.connection_pool
+        self._connection: AbstractConnection | None = None  # taken from the pool on first use
         self._commands: list[Command] = []
-        self._done: asyncio.Future[None] | None = None
-        self._order = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
+        # One future per caller of the batch being collected: a cancelled caller cancels
+        # its own, never the batch (cheaper than shielding one shared future per caller).
+        self._waiters: list[asyncio.Future[None]] = []
+        self._writer: asyncio.Task[None] | None = None  # writing batches until none is left
 
     async def submit(self, commands: tuple[Command, ...]) -> None:
-        if self._done is None:
-            loop = asyncio.get_running_loop()
-            self._done = loop.create_future()
-            self._done.add_done_callback(_retrieve)
-            loop.call_soon(self._flush_soon)
+        loop = asyncio.get_running_loop()
+        if self._writer is None:  # its first step runs next tick: this tick's writes join
+            self._writer = loop.create_task(self._write_batches())
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
         self._commands.extend(commands)
-        await asyncio.shield(self._done)
+        await waiter
 
-    def _flush_soon(self) -> None:
-        commands, done = self._commands, self._done
-        self._commands, self._done = [], None
-        if done is None:
-            return
-        task = asyncio.ensure_future(self._flush(commands, done))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def close(self) -> None:
+        """Hand the batch connection back to the pool (which the client then closes)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await self._pool.release(connection)
 
-    async def _flush(self, commands: list[Command], done: asyncio.Future[None]) -> None:
+    async def _write_batches(self) -> None:
         try:
-            async with self._order, self._redis.pipeline(transaction=False) as pipe:
-                for name, *args in commands:
-                    getattr(pipe, name)(*args)
-                await pipe.execute()
+            while self._waiters:
+                commands, waiters = self._commands, self._waiters
+                self._commands, self._waiters = [], []
+                await self._write(commands, waiters)
+        finally:
+            self._writer = None
+            if self._waiters:  # cancelled meanwhile: the writes still waiting get a writer
+                self._writer = asyncio.get_running_loop().create_task(self._write_batches())
+
+    async def _write(self, commands: list[Command], waiters: list[asyncio.Future[None]]) -> None:
+        try:
+            connection = self._connection
+            if connection is None:  # get_connection is untyped in redis-py
+                connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+                self._connection = connection
+            batch = _merged(commands)
+            # Retried like a pipeline: on a connection error the connection is closed (it
+            # reconnects on the next try) and the whole batch sent again; every command in
+            # it is idempotent.
+            await connection.retry.call_with_retry(
+                lambda: _send_batch(connection, batch),
+                lambda _: connection.disconnect(),
+            )
         except BaseException as error:  # every waiter of the batch gets the error
-            if not done.done():
-                done.set_exception(error)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(error)
+                    waiter.add_done_callback(_retrieve)
             if not isinstance(error, Exception):
                 raise
         else:
-            if not done.done():
-                done.set_result(None)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+
+async def _send_batch(connection: AbstractConnection, commands: list[list[Any]]) -> None:
+    """Write ``commands`` at once and read every reply; raise the first error reply.
+
+    All replies are read before raising, so the connection stays in step for the next
+    batch (redis-py closes it itself when a read fails or is cancelled halfway).
+    """
+    await connection.send_packed_command(connection.pack_commands(commands))
+    error: ResponseError | None = None
+    for _ in commands:
+        try:
+            await connection.read_response()
+        except ResponseError as reply:
+            error = error or reply
+    if error is not None:
+        raise error
+
+
+def _merged(commands: list[Command]) -> list[list[Any]]:
+    """Fold a batch into one multi-argument command per key and run of one command name.
+
+    ``HSET k f1 v1`` + ``HSET k f2 v2`` becomes ``HSET k f1 v1 f2 v2`` (likewise SADD,
+    SREM, HDEL): Redis (and above all the embedded fakeredis, which parses and runs every
+    command in Python) does far less work for one command with many arguments. Each key
+    keeps the order of its commands (a join then a leave of one member stay two commands
+    in that order); commands on different keys do not interact, so their relative order
+    does not matter.
+    """
+    by_key: dict[Any, list[list[Any]]] = {}
+    for name, key, *args in commands:
+        runs = by_key.get(key)
+        if runs is None:
+            by_key[key] = [[name, key, *args]]
+        elif runs[-1][0] == name:
+            runs[-1].extend(args)
+        else:
+            runs.append([name, key, *args])
+    return [run for runs in by_key.values() for run in runs]
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
-        future.exception()  # consumed here so a batch nobody awaits logs no warning
+        future.exception()  # consumed here so a waiter nobody awaits any more logs no warning

@@ -22,26 +22,24 @@ log = logging.getLogger("roomcast.servers")
 class _Outbox:
     """The connections with queued bytes, flushed together once per loop iteration."""
 
-    __slots__ = ("_loop", "_scheduled", "_waiting")
+    __slots__ = ("_loop", "waiting")
 
-    def __init__(self) -> None:
-        self._waiting: list[StreamConnection] = []
-        self._scheduled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        #: Connections to flush; the flush is scheduled exactly while this is non-empty.
+        self.waiting: list[StreamConnection] = []
+        self._loop = loop
 
-    def add(self, connection: StreamConnection) -> None:
-        self._waiting.append(connection)
-        if not self._scheduled:
-            self._scheduled = True
-            if self._loop is None:
-                self._loop = asyncio.get_running_loop()
-            self._loop.call_soon(self.flush)
+    def schedule(self) -> None:
+        """Flush :attr:`waiting` in the next loop iteration (call once it stops being empty)."""
+        self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        self._scheduled = False
-        waiting, self._waiting = self._waiting, []
+        waiting, self.waiting = self.waiting, []
         for connection in waiting:
-            connection.flush()
+            try:
+                connection.flush()
+            except Exception:  # one broken connection must not leave the others unflushed
+                log.exception("flushing %s failed", connection.id)
 
 
 _outboxes: dict[asyncio.AbstractEventLoop, _Outbox] = {}
@@ -53,14 +51,16 @@ def _outbox() -> _Outbox:
     if outbox is None:
         if len(_outboxes) > 16:  # loops of finished asyncio.run() calls
             _outboxes.clear()
-        outbox = _outboxes[loop] = _Outbox()
+        outbox = _outboxes[loop] = _Outbox(loop)
     return outbox
 
 
 class StreamConnection(Connection):
     """A connection over an asyncio transport; subclasses define :meth:`frame`."""
 
-    __slots__ = ("_outbox", "_queued", "_send_limit", "_transport")
+    # What waits for this tick's flush: the first frame alone in ``_queued`` (no list to
+    # allocate for the usual one message per member per tick), later ones in ``_more``.
+    __slots__ = ("_more", "_outbox", "_queued", "_send_limit", "_transport")
 
     def __init__(self, api: Api, transport: asyncio.Transport, remote_ip: str,
                  remote_port: int, send_limit: int, fingerprint: str | None = None) -> None:
@@ -68,26 +68,37 @@ class StreamConnection(Connection):
                          fingerprint=fingerprint)
         self._transport = transport
         self._send_limit = send_limit
-        self._queued: list[bytes] | None = None
+        self._queued: Any = None
+        self._more: list[Any] | None = None
         self._outbox = _outbox()
 
     def write_frame(self, frame: Any) -> None:
-        queued = self._queued
-        if queued is None:
-            self._queued = [frame]
-            self._outbox.add(self)
+        if self._queued is None:
+            self._queued = frame
+            waiting = self._outbox.waiting  # _Outbox.add, inlined: this runs per member
+            waiting.append(self)
+            if len(waiting) == 1:
+                self._outbox.schedule()
+        elif self._more is None:
+            self._more = [frame]
         else:
-            queued.append(frame)
+            self._more.append(frame)
 
     write_raw = write_frame
 
     def flush(self) -> None:
         """Write what was queued this tick; drop the client if it stopped reading."""
-        queued, self._queued = self._queued, None
-        transport = self._transport
-        if not queued or transport.is_closing():
+        data = self._queued
+        if data is None:
             return
-        transport.write(queued[0] if len(queued) == 1 else b"".join(queued))
+        self._queued = None
+        if self._more is not None:
+            data = b"".join([data, *self._more])
+            self._more = None
+        transport = self._transport
+        if transport.is_closing():
+            return
+        transport.write(data)
         if transport.get_write_buffer_size() > self._send_limit:
             log.warning("disconnecting %s: %d bytes unsent (send limit %d)", self.id,
                         transport.get_write_buffer_size(), self._send_limit)

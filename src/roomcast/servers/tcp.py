@@ -7,6 +7,7 @@ This module only moves bytes: :mod:`roomcast.protocol.socket_lines` cuts and par
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 from typing import TYPE_CHECKING, cast
@@ -33,6 +34,12 @@ log = logging.getLogger("roomcast.tcp")
 
 _GOODBYE = jsonwire.dumps(replies.GOODBYE) + b"\r\n"
 _MAX_QUEUED = 256  # lines waiting per connection before we stop reading from it
+
+
+@functools.lru_cache(maxsize=8)
+def _welcome_line(text: str) -> bytes:
+    """The encoded welcome line (the same for every client of a node)."""
+    return jsonwire.dumps(replies.welcome(text)) + b"\r\n"
 
 
 class SocketConnection(StreamConnection):
@@ -79,11 +86,15 @@ class SocketProtocol(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._transport = transport
         peer = transport.get_extra_info("peername") or ("", 0)
-        self.connection = SocketConnection(self.api, transport, str(peer[0]), int(peer[1]))
-        self.connection.write_raw(
-            jsonwire.dumps(replies.welcome(self.api.config.socket.welcome)) + b"\r\n"
-        )
-        self._worker = asyncio.create_task(self._run())
+        connection = SocketConnection(self.api, transport, str(peer[0]), int(peer[1]))
+        self.connection = connection
+        connection.write_raw(_welcome_line(self.api.config.socket.welcome))
+        # Without create middleware the client is registered right here; a task starts only
+        # when it sends a line (or to await the middleware).
+        if self.api.connections.register_now(connection):
+            self._registered = True
+        else:
+            self._worker = asyncio.create_task(self._run())
 
     def data_received(self, data: bytes) -> None:
         connection = self.connection

@@ -235,8 +235,8 @@ class FirstRequest(asyncio.Protocol):
                 self._hand_to_aiohttp()
             return
         message = messages[0][0]
-        response = websocket_handshake.upgrade_response(message.method, message.url.path,
-                                                        message.headers)
+        path = message.path.partition("?")[0]
+        response = websocket_handshake.upgrade_response(message.method, path, message.headers)
         if response is None or self.server.api.config.web.compress:
             self._hand_to_aiohttp()
             return
