@@ -25,6 +25,7 @@ from roomcast.protocol.socket_lines import (
     TooLong,
     parse_line,
 )
+from roomcast.servers.ordered import OrderedRequests
 from roomcast.servers.stream_connection import StreamConnection
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("roomcast.tcp")
 
 _GOODBYE = jsonwire.dumps(replies.GOODBYE) + b"\r\n"
-_MAX_QUEUED = 256  # lines waiting per connection before we stop reading from it
 
 
 @functools.lru_cache(maxsize=8)
@@ -61,7 +61,7 @@ class SocketConnection(StreamConnection):
         self.write_raw(_GOODBYE)
 
 
-class SocketProtocol(asyncio.Protocol):
+class SocketProtocol(OrderedRequests):
     """One TCP client: feeds bytes to a :class:`LineSplitter` and answers lines in order.
 
     Verbs are answered one after another (so ``roomAdd`` then ``say`` in one write works);
@@ -69,17 +69,13 @@ class SocketProtocol(asyncio.Protocol):
     """
 
     # Slots and a plain list keep an idle client to a few hundred bytes of Python objects.
-    __slots__ = ("_paused", "_queue", "_registered", "_splitter", "_transport", "_worker",
-                 "api", "connection")
+    __slots__ = ("_splitter", "_transport", "api", "connection")
 
     def __init__(self, api: Api) -> None:
+        super().__init__()
         self.api = api
         self.connection: SocketConnection | None = None
         self._splitter = LineSplitter(api.config.socket.max_data_length)
-        self._queue: list[tuple[int, LineEvent]] = []  # at most _MAX_QUEUED long
-        self._worker: asyncio.Task[None] | None = None
-        self._registered = False
-        self._paused = False
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -89,12 +85,7 @@ class SocketProtocol(asyncio.Protocol):
         connection = SocketConnection(self.api, transport, str(peer[0]), int(peer[1]))
         self.connection = connection
         connection.write_raw(_welcome_line(self.api.config.socket.welcome))
-        # Without create middleware the client is registered right here; a task starts only
-        # when it sends a line (or to await the middleware).
-        if self.api.connections.register_now(connection):
-            self._registered = True
-        else:
-            self._worker = asyncio.create_task(self._run())
+        self.register(connection)
 
     def data_received(self, data: bytes) -> None:
         connection = self.connection
@@ -102,33 +93,15 @@ class SocketProtocol(asyncio.Protocol):
             return
         for event in self._splitter.feed(data):
             connection.message_count += 1
-            self._queue.append((connection.message_count, event))
-        if len(self._queue) > _MAX_QUEUED and self._transport is not None:
-            self._transport.pause_reading()
-            self._paused = True
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._run())
+            self.accept(connection.message_count, event)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.connection is not None and not self.connection.destroyed:
             self.api.spawn(self.connection.destroy())
 
-    async def _run(self) -> None:
-        connection = self.connection
-        assert connection is not None
-        if not self._registered:
-            self._registered = True
-            await self.api.connections.register(connection)
-        while self._queue and not connection.destroyed:
-            count, event = self._queue.pop(0)
-            try:
-                await self._handle(connection, count, event)
-            except Exception:
-                log.exception("error answering %s", connection.id)
-            if self._paused and len(self._queue) < _MAX_QUEUED // 2 and self._transport:
-                self._paused = False
-                self._transport.resume_reading()
-        self._worker = None  # an idle client keeps no finished task alive
+    async def process(self, count: int, request: LineEvent) -> None:
+        assert self.connection is not None
+        await self._handle(self.connection, count, request)
 
     async def _handle(self, connection: SocketConnection, count: int, event: LineEvent) -> None:
         if isinstance(event, Interrupt):

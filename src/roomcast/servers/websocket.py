@@ -14,6 +14,7 @@ The path of a client's frame: ``data_received`` -> aiohttp's ``WebSocketReader``
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -23,7 +24,9 @@ from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
 from aiohttp.http import HttpRequestParser
 from aiohttp.http_websocket import WebSocketError
 
+from roomcast import jsonwire
 from roomcast.protocol import replies, websocket_frames, websocket_handshake
+from roomcast.servers.ordered import OrderedRequests
 from roomcast.servers.stream_connection import StreamConnection
 
 if TYPE_CHECKING:
@@ -34,7 +37,6 @@ log = logging.getLogger("roomcast.web")
 
 SESSION_COOKIE = "sessionID"
 _MAX_HEAD = 64 * 1024  # a first request head longer than this goes to aiohttp (which refuses it)
-_MAX_QUEUED = 256  # frames waiting per connection before we stop reading from it
 _TEXT, _BINARY, _PING, _CLOSE = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.CLOSE
 
 
@@ -81,6 +83,12 @@ class WebSocketConnection(StreamConnection):
             self.api.spawn(self.ws.close(code=code))
 
 
+@functools.lru_cache(maxsize=8)
+def _welcome_frame(text: str) -> bytes:
+    """The welcome frame (the same for every client of a node)."""
+    return websocket_frames.text_frame(jsonwire.dumps(replies.welcome(text)))
+
+
 class _Inbox(WebSocketDataQueue):
     """Where aiohttp's frame reader puts each complete message: straight to the protocol."""
 
@@ -95,27 +103,29 @@ class _Inbox(WebSocketDataQueue):
         self.on_message(data)
 
 
-class WebSocketProtocol(asyncio.Protocol):
+class WebSocketProtocol(OrderedRequests):
     """One WebSocket client after the handshake: frames in, requests answered in order."""
 
-    __slots__ = ("_heard", "_inbox", "_paused", "_queue", "_reader", "_transport", "_worker",
-                 "connection", "server")
+    __slots__ = ("_heard", "_inbox", "_reader", "_transport", "api", "connection", "server")
 
     def __init__(self, server: WebServer, transport: asyncio.Transport,
-                 fingerprint: str | None) -> None:
-        api = server.api
+                 fingerprint: str | None, handshake: bytes) -> None:
+        super().__init__()
         self.server = server
-        self._transport = transport
+        self.api = api = server.api
+        self._transport: asyncio.Transport = transport
         peer = transport.get_extra_info("peername") or ("", 0)
         self.connection = WebSocketConnection(api, transport, str(peer[0]), int(peer[1]),
                                               fingerprint)
         self._inbox = _Inbox(self._on_message, asyncio.get_running_loop())
         self._reader = WebSocketReader(self._inbox, api.config.web.max_message_size,
                                        compress=False, decode_text=True)
-        self._queue: list[tuple[int, Any]] = []  # at most _MAX_QUEUED long
-        self._paused = False
         self._heard = True  # a frame arrived since the last heartbeat ping
-        self._worker: asyncio.Task[None] | None = asyncio.create_task(self._start())
+        self.connection.write_raw(handshake)  # leaves with the welcome, in one write
+        self.register(self.connection)
+
+    def registered(self) -> None:
+        self.connection.write_raw(_welcome_frame(self.api.config.socket.welcome))
 
     # frames in ---------------------------------------------------------------------------
 
@@ -135,14 +145,8 @@ class WebSocketProtocol(asyncio.Protocol):
             return
         kind = message.type
         if kind is _TEXT or kind is _BINARY:
-            connection = self.connection
-            connection.message_count += 1
-            self._queue.append((connection.message_count, message))
-            if len(self._queue) > _MAX_QUEUED and not self._paused:
-                self._paused = True
-                self._transport.pause_reading()
-            if self._worker is None:
-                self._worker = asyncio.create_task(self._run())
+            self.connection.message_count += 1
+            self.accept(self.connection.message_count, message)
         elif kind is _PING:
             self.connection.write_raw(websocket_frames.pong_frame(message.data))
         elif kind is _CLOSE:  # the client's closing handshake: echo its code and hang up
@@ -153,34 +157,16 @@ class WebSocketProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.forget_socket(self)
         if not self.connection.destroyed:
-            self.server.api.spawn(self.connection.destroy())
+            self.api.spawn(self.connection.destroy())
 
-    # requests, in order ------------------------------------------------------------------
-
-    async def _start(self) -> None:
-        api = self.server.api
+    async def process(self, count: int, request: Any) -> None:
         connection = self.connection
-        await api.connections.register(connection)
-        await connection.send_message(replies.welcome(api.config.socket.welcome))
-        await self._run()
-
-    async def _run(self) -> None:
-        connection = self.connection
-        while self._queue and not connection.destroyed:
-            count, message = self._queue.pop(0)
-            try:
-                if message.type is _TEXT:
-                    if not await self.server.handle_text(connection, message.data, count):
-                        await connection.destroy()
-                else:
-                    await connection.send_message(replies.request_error(
-                        "binary frames are not supported: send JSON text frames", count))
-            except Exception:
-                log.exception("error answering %s", connection.id)
-            if self._paused and len(self._queue) < _MAX_QUEUED // 2:
-                self._paused = False
-                self._transport.resume_reading()
-        self._worker = None  # an idle client keeps no finished task alive
+        if request.type is _TEXT:
+            if not await self.server.handle_text(connection, request.data, count):
+                await connection.destroy()
+        else:
+            await connection.send_message(replies.request_error(
+                "binary frames are not supported: send JSON text frames", count))
 
     # liveness ----------------------------------------------------------------------------
 
@@ -242,9 +228,8 @@ class FirstRequest(asyncio.Protocol):
             return
         transport = self._transport
         assert transport is not None
-        transport.write(response)
         fingerprint = websocket_handshake.cookie(message.headers, SESSION_COOKIE)
-        protocol = WebSocketProtocol(self.server, transport, fingerprint)
+        protocol = WebSocketProtocol(self.server, transport, fingerprint, response)
         transport.set_protocol(protocol)
         self.server.remember_socket(protocol)
         self._parser = None
