@@ -363,6 +363,11 @@ class TCPClient(asyncio.Protocol, Client):
 # --- the worker ---------------------------------------------------------------------------
 
 
+# uvloop's C create_connection: connecting costs the generator about half as much CPU
+# as picows's default (aiofastnet's Python connect path). BENCH_AIOFASTNET=1 restores it.
+WS_CONNECT_OPTIONS: dict = {} if os.environ.get("BENCH_AIOFASTNET") else {"use_aiofastnet": False}
+
+
 class Worker:
     def __init__(self, config: dict) -> None:
         self.config = config
@@ -391,6 +396,7 @@ class Worker:
                 url,
                 websocket_handshake_timeout=timeout,
                 enable_auto_pong=True,
+                **WS_CONNECT_OPTIONS,
             )
         try:
             await asyncio.wait_for(client.joined, timeout)

@@ -120,6 +120,14 @@ def ratios(result: dict) -> list[str]:
                 f"{rc} idle connections: {conn['rss_per_connection_kib']} KiB RSS each, "
                 f"{conn['connect_join_per_s']:,} connect+join/s"
             )
+            us = conn.get("server_cpu_us_per_connect_join")
+            gen = conn.get("generator_cpu_pct_while_connecting") or 0
+            if us and gen > 90:
+                lines.append(
+                    f"{rc} connect+join was bound by the generator's core ({gen} %), with the "
+                    f"server at {conn.get('server_cpu_pct_while_connecting')} % of its core; "
+                    f"at {us} µs/join one server core does {1e6 / us:,.0f}/s"
+                )
         st = res[rc].get("stall")
         if st:
             lines.append(
@@ -216,6 +224,11 @@ def markdown(result: dict) -> str:
                     server,
                     f"{r['joined']:,}/{r['connections']:,}",
                     _fmt(r["connect_join_per_s"], 0),
+                    _fmt(r.get("server_cpu_pct_while_connecting"), 0),
+                    _fmt(r.get("generator_cpu_pct_while_connecting"), 0),
+                    _fmt(1e6 / r["server_cpu_us_per_connect_join"], 0)
+                    if r.get("server_cpu_us_per_connect_join")
+                    else "-",
                     _fmt(r["server_cpu_us_per_connect_join"], 0),
                     _fmt(r["rss_per_connection_kib"], 2),
                     _fmt(r["rss_after_mb"], 1),
@@ -230,6 +243,9 @@ def markdown(result: dict) -> str:
                     "server",
                     "joined",
                     "connect+join/s",
+                    "server CPU %",
+                    "gen CPU %",
+                    "server capacity/s",
                     "server µs/join",
                     "RSS KiB/conn",
                     "RSS MiB total",

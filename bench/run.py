@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy each Python server during fanout's largest room and while connecting (collapsed stacks "
-        "in bench/results/profiles/)",
+        help="py-spy each Python server during fanout's largest room and while connecting "
+        "(collapsed stacks in bench/results/profiles/)",
     )
     parser.add_argument(
         "--wait-quiet",

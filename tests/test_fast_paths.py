@@ -197,3 +197,22 @@ async def test_one_tick_of_many_members_writes_each_member_once(node):
         member.write_frame(b"m2")
     await asyncio.sleep(0)
     assert all(t.writes == [b"m1m2"] for t in transports)
+
+
+# no self-talk on the embedded store ---------------------------------------------------------
+
+
+async def test_a_say_on_the_embedded_store_is_delivered_without_publishing(node):
+    api = node.api
+    room = "quiet-room"
+    await api.chat_room.add(room)
+    listener = api.redis.pubsub()
+    await listener.subscribe(api.cluster.keys.room_channel(room))
+    await listener.get_message(timeout=1.0)  # the subscribe confirmation
+    member = await node.connect()
+    await api.chat_room.add_member(member.id, room)
+    await api.chat_room.broadcast({}, room, "hello")
+    said = await member.wait_for(lambda m: isinstance(m, dict) and m.get("message") == "hello")
+    assert said["room"] == room
+    assert await listener.get_message(timeout=0.3) is None  # nothing went to the channel
+    await listener.aclose()

@@ -58,6 +58,9 @@ class ChatRoom:
         self._keys = api.cluster.keys
         self._store = api.cluster.store
         self._bus = api.cluster.bus
+        # The embedded store is this node's alone: no other node can hear a room's channel,
+        # so a say is not published (it would only come back to us, to be dropped).
+        self._publish = not api.cluster.embedded
         # What was stored for each local membership, so a resync writes it unchanged.
         self._details: dict[tuple[str, str], dict[str, Any]] = {}
         self._member_writes = _WriteGate()
@@ -338,7 +341,8 @@ class ChatRoom:
         payload = await self.middleware.run_on_say_receive(connection, room, payload)
         data = jsonwire.dumps(payload)
         await self.deliver_local(room, payload, data)
-        await self._bus.publish(self._keys.room_channel(room), self._header + data)
+        if self._publish:
+            await self._bus.publish(self._keys.room_channel(room), self._header + data)
 
     async def _on_room_message(self, channel: str, data: bytes) -> None:
         header, _, body = data.partition(b"\n")
