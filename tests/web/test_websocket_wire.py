@@ -299,3 +299,13 @@ async def test_with_compression_on_aiohttp_serves_websockets_deflated(tmp_path):
         if client is not None:
             await client.close()
         node.stop()
+
+
+def test_an_empty_close_is_answered_with_a_normal_close(wire):
+    client = wire()
+    client.sock.sendall(HANDSHAKE)
+    client.read_head()
+    assert client.read_json() == WELCOME
+    client.sock.sendall(client_frame(b"", opcode=8))
+    assert client.read_frame() == (8, struct.pack("!H", 1000))
+    assert client.closed_by_server()

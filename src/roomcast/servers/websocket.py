@@ -94,13 +94,25 @@ class _Inbox(WebSocketDataQueue):
 
     __slots__ = ("on_message",)
 
-    def __init__(self, on_message: Callable[[Any], None],
-                 loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(None, 1 << 16, loop=loop)  # type: ignore[arg-type]
+    def __init__(self, on_message: Callable[[Any], None]) -> None:
+        # No protocol or loop: messages never wait here, so it never pauses or awaits.
+        super().__init__(None, 1 << 16, loop=None)  # type: ignore[arg-type]
         self.on_message = on_message
 
     def feed_data(self, data: Any, size: int) -> None:
         self.on_message(data)
+
+
+def _check_reader() -> None:
+    """Raise if aiohttp's frame reader no longer hands messages over as expected."""
+    got: list[Any] = []
+    reader = WebSocketReader(_Inbox(got.append), 1024, compress=False, decode_text=True)
+    reader.feed_data(b"\x81\x82\x00\x00\x00\x00hi")  # "hi", masked with zeros
+    if [(m.type, m.data) for m in got] != [(_TEXT, "hi")]:
+        raise RuntimeError(f"unexpected WebSocket messages from aiohttp's reader: {got!r}")
+
+
+_check_reader()
 
 
 class WebSocketProtocol(OrderedRequests):
@@ -117,7 +129,7 @@ class WebSocketProtocol(OrderedRequests):
         peer = transport.get_extra_info("peername") or ("", 0)
         self.connection = WebSocketConnection(api, transport, str(peer[0]), int(peer[1]),
                                               fingerprint)
-        self._inbox = _Inbox(self._on_message, asyncio.get_running_loop())
+        self._inbox = _Inbox(self._on_message)
         self._reader = WebSocketReader(self._inbox, api.config.web.max_message_size,
                                        compress=False, decode_text=True)
         self._heard = True  # a frame arrived since the last heartbeat ping
@@ -150,8 +162,9 @@ class WebSocketProtocol(OrderedRequests):
         elif kind is _PING:
             self.connection.write_raw(websocket_frames.pong_frame(message.data))
         elif kind is _CLOSE:  # the client's closing handshake: echo its code and hang up
-            code = message.data if isinstance(message.data, int) else 1000
-            self.connection.send_close(code if code != WSCloseCode.ABNORMAL_CLOSURE else 1000)
+            code = message.data
+            self.connection.send_close(code if isinstance(code, int) and 1000 <= code < 5000
+                                       else WSCloseCode.OK)  # an empty close has code 0
         # a pong only proves the client is alive, which _heard already records
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -174,7 +187,8 @@ class WebSocketProtocol(OrderedRequests):
         """Ping the client; close it if nothing came back since the previous ping."""
         if not self._heard:
             log.info("closing %s: no answer to a ping", self.connection.id)
-            self.connection.send_close(WSCloseCode.ABNORMAL_CLOSURE, "no pong")
+            # 1006 may not appear on the wire (RFC 6455 §7.4.1): "going away" instead.
+            self.connection.send_close(WSCloseCode.GOING_AWAY, "no answer to ping")
             return
         self._heard = False
         self.connection.write_raw(websocket_frames.PING)
