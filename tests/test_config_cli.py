@@ -153,6 +153,27 @@ def test_non_numeric_port_is_an_error():
         load_config({}, env={"ROOMCAST_SOCKET_PORT": "lots"})
 
 
+@pytest.mark.parametrize(("toml", "message"), [
+    ("[cluster]\nrpc_timeout = 0\n", r"\[cluster\] rpc_timeout must be greater than 0"),
+    ("[cluster]\npresence_ttl = -1.5\n", r"\[cluster\] presence_ttl must be greater than 0"),
+    ("[cluster]\nwatchdog_interval = \"5\"\n", r"watchdog_interval must be a number"),
+    ("[cluster]\nkey_prefix = 3\n", r"key_prefix must be a string"),
+    ("[socket]\nmax_data_length = 1.5\n", r"max_data_length must be a whole number"),
+    ("[web]\ncompress = 1\n", r"compress must be true or false"),
+    ("[web]\nheartbeat = -1\n", r"heartbeat must be greater than 0 \(or 0 for off\)"),
+    ("[chat]\nstarting_chat_rooms = \"lobby\"\n", r"must be a list of strings"),
+])
+def test_a_section_value_of_the_wrong_kind_is_refused(tmp_path, toml, message):
+    file = write_toml(tmp_path / "c.toml", toml)
+    with pytest.raises(ConfigError, match=message):
+        load_config({}, env=NO_ENV, config_file=file)
+
+
+def test_a_zero_heartbeat_turns_pings_off(tmp_path):
+    file = write_toml(tmp_path / "c.toml", "[web]\nheartbeat = 0\n")
+    assert load_config({}, env=NO_ENV, config_file=file).web.heartbeat == 0
+
+
 def textwrap_toml(*lines: str) -> str:
     return "\n".join(lines) + "\n"
 

@@ -124,8 +124,37 @@ def load_config(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] |
         unknown = set(table) - known
         if unknown:
             raise ConfigError(f"unknown setting(s) in [{name}]: {', '.join(sorted(unknown))}")
+        defaults = cls()
+        for key, value in table.items():
+            _check_setting(f"[{name}] {key}", getattr(defaults, key), value,
+                           zero_ok=key in _ZERO_MEANS_OFF)
         setattr(config, name, cls(**table))
     return config
+
+
+#: Section settings where 0 is allowed and turns the feature off.
+_ZERO_MEANS_OFF = {"heartbeat"}
+
+
+def _check_setting(where: str, default: Any, value: Any, *, zero_ok: bool) -> None:
+    """Refuse a value of the wrong type, or a count or duration that is not positive."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, not {value!r}")
+    elif isinstance(default, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, not {value!r}")
+        if isinstance(default, int) and not isinstance(value, int):
+            raise ConfigError(f"{where} must be a whole number, not {value!r}")
+        if value < 0 or (value == 0 and not zero_ok):
+            off = " (or 0 for off)" if zero_ok else ""
+            raise ConfigError(f"{where} must be greater than 0{off}, not {value!r}")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, not {value!r}")
+    elif isinstance(default, list) and (
+            not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+        raise ConfigError(f"{where} must be a list of strings, not {value!r}")
 
 
 _TOP_LEVEL = {f.name for f in dataclasses.fields(Config)} - set(_SECTIONS)

@@ -127,6 +127,11 @@ def test_unknown_action_is_404(web_node):
                 {"error": "unknown action or invalid apiVersion"})
 
 
+@pytest.mark.parametrize("path", ["/api/", "/api"])
+def test_api_without_an_action_name_is_a_json_404(web_node, path):
+    assert_json(get(web_node, path), 404, {"error": "unknown action or invalid apiVersion"})
+
+
 def test_missing_required_param_is_422(web_node):
     assert_json(get(web_node, "/api/createChatRoom"), 422,
                 {"error": "name is a required parameter for this action"})

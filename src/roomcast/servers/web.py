@@ -65,8 +65,9 @@ class WebServer:
                               client_max_size=self.api.config.web.max_message_size)
         app[_API_KEY] = self.api
         app.router.add_get("/ws", self.websocket)
-        app.router.add_route("GET", "/api/{action}", self.action)
-        app.router.add_route("POST", "/api/{action}", self.action)
+        for path in ("/api/{action}", "/api/", "/api"):  # no name: "unknown action", as JSON
+            app.router.add_route("GET", path, self.action)
+            app.router.add_route("POST", path, self.action)
         app.router.add_get("/", self.index)
         app.router.add_get("/{path:.+}", self.static)
         return app
@@ -201,7 +202,7 @@ class WebServer:
         await self.api.connections.register(connection)
         try:
             data = await self.api.actions.run_or_raise(
-                connection, request.match_info["action"], params)
+                connection, request.match_info.get("action", ""), params)
         except ActionError as error:
             return _json({"error": str(error)}, error.status)
         except Exception as error:
