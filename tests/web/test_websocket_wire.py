@@ -309,3 +309,20 @@ def test_an_empty_close_is_answered_with_a_normal_close(wire):
     client.sock.sendall(client_frame(b"", opcode=8))
     assert client.read_frame() == (8, struct.pack("!H", 1000))
     assert client.closed_by_server()
+
+
+async def test_a_first_request_upgrade_keeps_no_aiohttp_response():
+    from websupport import RawWebSocket
+
+    from roomcast.testing import TestNode
+    from support import free_port
+
+    async with TestNode(web_port=free_port()) as node:
+        client = await RawWebSocket.open(node.api.web_port)
+        try:
+            assert await client.receive() == WELCOME
+            sockets = [c for c in node.api.connections if c.type == "websocket"]
+            assert len(sockets) == 1
+            assert sockets[0].ws is None  # served by servers.websocket, not aiohttp
+        finally:
+            await client.close()
