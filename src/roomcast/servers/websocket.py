@@ -133,6 +133,7 @@ class WebSocketProtocol(OrderedRequests):
         self._reader = WebSocketReader(self._inbox, api.config.web.max_message_size,
                                        compress=False, decode_text=True)
         self._heard = True  # a frame arrived since the last heartbeat ping
+        server.remember_socket(self)  # forgotten in connection_lost
         self.connection.write_raw(handshake)  # leaves with the welcome, in one write
         self.register(self.connection)
 
@@ -218,8 +219,8 @@ class FirstRequest(asyncio.Protocol):
         if self._parser is None:
             if len(received) < len(prefix) and prefix.startswith(received):
                 return  # too short to tell yet
-            if not received.startswith(prefix):
-                self._hand_to_aiohttp()
+            if not received.startswith(prefix) or self.server.api.config.web.compress:
+                self._hand_to_aiohttp()  # (aiohttp negotiates permessage-deflate)
                 return
             self._parser = HttpRequestParser(
                 self, asyncio.get_running_loop(), _MAX_HEAD,  # type: ignore[arg-type]
@@ -237,7 +238,7 @@ class FirstRequest(asyncio.Protocol):
         message = messages[0][0]
         path = message.path.partition("?")[0]
         response = websocket_handshake.upgrade_response(message.method, path, message.headers)
-        if response is None or self.server.api.config.web.compress:
+        if response is None:
             self._hand_to_aiohttp()
             return
         transport = self._transport
@@ -245,7 +246,6 @@ class FirstRequest(asyncio.Protocol):
         fingerprint = websocket_handshake.cookie(message.headers, SESSION_COOKIE)
         protocol = WebSocketProtocol(self.server, transport, fingerprint, response)
         transport.set_protocol(protocol)
-        self.server.remember_socket(protocol)
         self._parser = None
         self._received = b""
         if tail:
