@@ -29,8 +29,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
-               message: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -77,23 +81,42 @@ class NodeProcess:
         self.stop(signal.SIGKILL)
 
 
-def start_node(*extra: str, node_id: str | None = None, socket_port: int | None = None,
-               web_port: int | None = None, env: dict[str, str] | None = None,
-               ready_timeout: float = 20.0, log_dir: Path | None = None) -> NodeProcess:
+def start_node(
+    *extra: str,
+    node_id: str | None = None,
+    socket_port: int | None = None,
+    web_port: int | None = None,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 20.0,
+    log_dir: Path | None = None,
+) -> NodeProcess:
     """Start ``python -m roomcast start`` on free ports and wait for its ready line."""
     socket_port = free_port() if socket_port is None else socket_port
     web_port = free_port() if web_port is None else web_port
     node_id = node_id or f"node-{socket_port}"
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="roomcast-test-"))
     log_path = log_dir / f"{node_id}.log"
-    args = [sys.executable, "-m", "roomcast", "start", "--id", node_id,
-            "--bind", LOOPBACK, "--socket-port", str(socket_port),
-            "--web-port", str(web_port), *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "roomcast",
+        "start",
+        "--id",
+        node_id,
+        "--bind",
+        LOOPBACK,
+        "--socket-port",
+        str(socket_port),
+        "--web-port",
+        str(web_port),
+        *extra,
+    ]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMCAST_")}
     full_env.update(env or {})
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT,
-                                   env=full_env, start_new_session=True)
+        process = subprocess.Popen(
+            args, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+        )
     node = NodeProcess(process, node_id, socket_port, web_port, log_path, args)
 
     def ready() -> bool:
@@ -146,9 +169,26 @@ def start_redis(port: int | None = None, directory: Path | None = None) -> Redis
     port = free_port() if port is None else port
     directory = directory or Path(tempfile.mkdtemp(prefix="roomcast-redis-"))
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
-         "--dir", str(directory), "--daemonize", "no", "--protected-mode", "yes"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            LOOPBACK,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     server = RedisProcess(process, port, directory)
     try:
@@ -171,8 +211,13 @@ def running_node(*extra: str, **kwargs: Any) -> Iterator[NodeProcess]:
 class LineClient:
     """A blocking TCP client for the socket protocol: send lines, read JSON lines."""
 
-    def __init__(self, port: int, host: str = LOOPBACK, timeout: float = 5.0,
-                 sock: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        host: str = LOOPBACK,
+        timeout: float = 5.0,
+        sock: socket.socket | None = None,
+    ) -> None:
         self.sock = sock or socket.create_connection((host, port), timeout=timeout)
         self.sock.settimeout(timeout)
         self._buffer = b""

@@ -75,13 +75,15 @@ async def test_action_response_is_returned(node):
 async def test_missing_required_input_is_refused(node):
     alice = await node.connect()
     assert await alice.run_action("echo") == {
-        "error": "text is a required parameter for this action"}
+        "error": "text is a required parameter for this action"
+    }
 
 
 async def test_empty_required_input_counts_as_missing(node):
     alice = await node.connect()
     assert await alice.run_action("echo", text="") == {
-        "error": "text is a required parameter for this action"}
+        "error": "text is a required parameter for this action"
+    }
 
 
 async def test_default_fills_an_absent_input(node):
@@ -113,7 +115,8 @@ async def test_formatter_failure_is_an_error_naming_the_input(node):
 async def test_validator_rejects_by_raising_with_its_message(node):
     alice = await node.connect()
     assert await alice.run_action("echo", text="x", age="12") == {
-        "error": "age must be at least 18"}
+        "error": "age must be at least 18"
+    }
 
 
 async def test_validator_sees_the_formatted_value(node):
@@ -150,9 +153,14 @@ async def test_actions_count_total_and_pending(node):
 
 async def test_global_pre_and_post_run_around_every_action(node):
     calls: list[str] = []
-    node.api.actions.add_middleware(ActionMiddleware(
-        "log", global_=True, pre=lambda d: calls.append(f"pre {d.action_name}"),
-        post=lambda d: calls.append(f"post {d.action_name}")))
+    node.api.actions.add_middleware(
+        ActionMiddleware(
+            "log",
+            global_=True,
+            pre=lambda d: calls.append(f"pre {d.action_name}"),
+            post=lambda d: calls.append(f"post {d.action_name}"),
+        )
+    )
     alice = await node.connect()
     await alice.run_action("echo", text="x")
     await alice.run_action("guarded")
@@ -161,8 +169,9 @@ async def test_global_pre_and_post_run_around_every_action(node):
 
 async def test_named_middleware_runs_only_for_actions_that_list_it(node):
     calls: list[str] = []
-    node.api.actions.add_middleware(ActionMiddleware(
-        "auth", pre=lambda d: calls.append(d.action_name)))
+    node.api.actions.add_middleware(
+        ActionMiddleware("auth", pre=lambda d: calls.append(d.action_name))
+    )
     alice = await node.connect()
     await alice.run_action("echo", text="x")
     await alice.run_action("guarded")
@@ -190,12 +199,15 @@ async def test_post_can_change_the_response(node):
 async def test_action_middleware_runs_in_priority_order(node):
     calls: list[str] = []
     actions = node.api.actions
-    actions.add_middleware(ActionMiddleware(
-        "late", priority=300, global_=True, pre=lambda d: calls.append("late")))
-    actions.add_middleware(ActionMiddleware(
-        "early", priority=5, global_=True, pre=lambda d: calls.append("early")))
-    actions.add_middleware(ActionMiddleware(
-        "auth", priority=100, pre=lambda d: calls.append("auth")))
+    actions.add_middleware(
+        ActionMiddleware("late", priority=300, global_=True, pre=lambda d: calls.append("late"))
+    )
+    actions.add_middleware(
+        ActionMiddleware("early", priority=5, global_=True, pre=lambda d: calls.append("early"))
+    )
+    actions.add_middleware(
+        ActionMiddleware("auth", priority=100, pre=lambda d: calls.append("auth"))
+    )
     alice = await node.connect()
     await alice.run_action("guarded")
     assert calls == ["early", "auth", "late"]
@@ -203,8 +215,9 @@ async def test_action_middleware_runs_in_priority_order(node):
 
 async def test_removed_action_middleware_no_longer_runs(node):
     calls: list[str] = []
-    node.api.actions.add_middleware(ActionMiddleware(
-        "log", global_=True, pre=lambda d: calls.append("x")))
+    node.api.actions.add_middleware(
+        ActionMiddleware("log", global_=True, pre=lambda d: calls.append("x"))
+    )
     node.api.actions.remove_middleware("log")
     alice = await node.connect()
     await alice.run_action("guarded")
@@ -217,15 +230,19 @@ async def test_removed_action_middleware_no_longer_runs(node):
 async def test_too_many_pending_actions_are_refused(node):
     alice = await node.connect()
     responses = await asyncio.gather(*(alice.run_action("slow") for _ in range(3)))
-    assert responses == [{"done": True}, {"done": True},
-                         {"error": "you have too many pending requests"}]
+    assert responses == [
+        {"done": True},
+        {"done": True},
+        {"error": "you have too many pending requests"},
+    ]
 
 
 async def test_pending_limit_is_per_connection(node):
     alice = await node.connect()
     bob = await node.connect()
-    responses = await asyncio.gather(alice.run_action("slow"), alice.run_action("slow"),
-                                     bob.run_action("slow"))
+    responses = await asyncio.gather(
+        alice.run_action("slow"), alice.run_action("slow"), bob.run_action("slow")
+    )
     assert responses == [{"done": True}] * 3
 
 
@@ -258,14 +275,14 @@ async def test_create_chat_room_creates_the_room(node):
 
 async def test_create_chat_room_of_an_existing_room_says_room_exists(node):
     alice = await node.connect()
-    assert await alice.run_action("createChatRoom", name="defaultRoom") == {
-        "error": "room exists"}
+    assert await alice.run_action("createChatRoom", name="defaultRoom") == {"error": "room exists"}
 
 
 async def test_create_chat_room_requires_a_name(node):
     alice = await node.connect()
     assert await alice.run_action("createChatRoom") == {
-        "error": "name is a required parameter for this action"}
+        "error": "name is a required parameter for this action"
+    }
 
 
 async def test_documentation_lists_every_action_with_its_inputs(node):
@@ -279,7 +296,7 @@ async def test_documentation_lists_every_action_with_its_inputs(node):
 # loading from a directory ---------------------------------------------------------------
 
 
-ACTION_MODULE = '''
+ACTION_MODULE = """
 import roomcast
 
 class Greet(roomcast.Action):
@@ -296,7 +313,7 @@ class Helper:  # not an action: ignored
 async def initialize(api):
     await api.chat_room.add("loaded-room")
     api.greeted_by_initialize = True
-'''
+"""
 
 
 async def test_actions_directory_modules_are_loaded_and_initialized(tmp_path):

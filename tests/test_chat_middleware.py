@@ -36,8 +36,9 @@ async def test_lower_priority_runs_first(node):
     calls: list[str] = []
     chat = node.api.chat_room
     for name, priority in (("late", 200), ("early", 10), ("mid", 100)):
-        chat.add_middleware(ChatMiddleware(
-            name, priority=priority, join=lambda c, r, name=name: calls.append(name)))
+        chat.add_middleware(
+            ChatMiddleware(name, priority=priority, join=lambda c, r, name=name: calls.append(name))
+        )
     await joined(node)
     assert calls == ["early", "mid", "late"]
 
@@ -46,8 +47,9 @@ async def test_equal_priorities_keep_insertion_order(node):
     calls: list[str] = []
     chat = node.api.chat_room
     for name in ("first", "second", "third"):
-        chat.add_middleware(ChatMiddleware(name, priority=50,
-                                           join=lambda c, r, name=name: calls.append(name)))
+        chat.add_middleware(
+            ChatMiddleware(name, priority=50, join=lambda c, r, name=name: calls.append(name))
+        )
     await joined(node)
     assert calls == ["first", "second", "third"]
 
@@ -122,8 +124,12 @@ async def test_join_refusal_text_is_the_roomadd_wire_status(node):
     node.api.chat_room.add_middleware(ChatMiddleware("bouncer", join=join))
     connection = await node.connect()
     reply = await answer(connection, VerbRequest("roomAdd", {"room": "lobby"}), 7)
-    assert reply == {"status": "members only", "context": "response", "data": False,
-                     "messageCount": 7}
+    assert reply == {
+        "status": "members only",
+        "context": "response",
+        "data": False,
+        "messageCount": 7,
+    }
 
 
 async def test_join_refusal_stops_later_join_hooks(node):
@@ -160,8 +166,12 @@ async def test_leave_refusal_text_is_the_roomleave_wire_status(node):
     alice = await joined(node)
     node.api.chat_room.add_middleware(ChatMiddleware("jailer", leave=leave))
     reply = await answer(alice, VerbRequest("roomLeave", {"room": "lobby"}), 3)
-    assert reply == {"status": "you may not leave", "context": "response", "data": False,
-                     "messageCount": 3}
+    assert reply == {
+        "status": "you may not leave",
+        "context": "response",
+        "data": False,
+        "messageCount": 3,
+    }
 
 
 async def test_leave_hook_runs_when_a_connection_closes_but_cannot_keep_it(node):
@@ -225,14 +235,19 @@ async def test_on_say_receive_error_is_the_say_wire_status(node):
     node.api.chat_room.add_middleware(ChatMiddleware("gag", on_say_receive=gag))
     alice = await joined(node)
     reply = await answer(alice, VerbRequest("say", {"room": "lobby", "message": "hi"}), 4)
-    assert reply == {"status": "you are muted", "context": "response", "data": False,
-                     "messageCount": 4}
+    assert reply == {
+        "status": "you are muted",
+        "context": "response",
+        "data": False,
+        "messageCount": 4,
+    }
 
 
 async def test_on_say_receive_runs_once_per_message_with_the_sender(node):
     seen = []
-    node.api.chat_room.add_middleware(ChatMiddleware(
-        "spy", on_say_receive=lambda c, r, p: seen.append((c, r, p["message"]))))
+    node.api.chat_room.add_middleware(
+        ChatMiddleware("spy", on_say_receive=lambda c, r, p: seen.append((c, r, p["message"])))
+    )
     alice = await joined(node)
     await joined(node)
     await joined(node)
@@ -242,10 +257,18 @@ async def test_on_say_receive_runs_once_per_message_with_the_sender(node):
 
 async def test_on_say_receive_hooks_chain_in_priority_order(node):
     chat = node.api.chat_room
-    chat.add_middleware(ChatMiddleware(
-        "second", priority=2, on_say_receive=lambda c, r, p: {**p, "message": p["message"] + "2"}))
-    chat.add_middleware(ChatMiddleware(
-        "first", priority=1, on_say_receive=lambda c, r, p: {**p, "message": p["message"] + "1"}))
+    chat.add_middleware(
+        ChatMiddleware(
+            "second",
+            priority=2,
+            on_say_receive=lambda c, r, p: {**p, "message": p["message"] + "2"},
+        )
+    )
+    chat.add_middleware(
+        ChatMiddleware(
+            "first", priority=1, on_say_receive=lambda c, r, p: {**p, "message": p["message"] + "1"}
+        )
+    )
     alice = await joined(node)
     await chat.broadcast(alice, "lobby", "x")
     assert alice.chat_messages()[-1]["message"] == "x12"
@@ -256,8 +279,7 @@ async def test_on_say_receive_hooks_chain_in_priority_order(node):
 
 async def test_say_runs_once_per_recipient_with_that_recipient(node):
     seen = []
-    node.api.chat_room.add_middleware(ChatMiddleware(
-        "spy", say=lambda c, r, p: seen.append(c.id)))
+    node.api.chat_room.add_middleware(ChatMiddleware("spy", say=lambda c, r, p: seen.append(c.id)))
     alice = await joined(node)
     bob = await joined(node)
     await node.api.chat_room.broadcast(alice, "lobby", "hi")
@@ -281,8 +303,9 @@ async def test_say_raising_skips_only_that_recipient(node):
 async def test_say_returning_false_skips_only_that_recipient(node):
     alice = await joined(node)
     bob = await joined(node)
-    node.api.chat_room.add_middleware(ChatMiddleware(
-        "mute-self", say=lambda c, r, p: False if c.id == p["from"] else None))
+    node.api.chat_room.add_middleware(
+        ChatMiddleware("mute-self", say=lambda c, r, p: False if c.id == p["from"] else None)
+    )
     await node.api.chat_room.broadcast(alice, "lobby", "hi")
     assert alice.chat_messages() == []
     assert [m["message"] for m in bob.chat_messages()] == ["hi"]
@@ -319,10 +342,12 @@ async def test_say_mutating_the_payload_in_place_changes_only_that_recipient_s_c
 
 async def test_say_hooks_see_earlier_hooks_changes_for_the_same_recipient(node):
     chat = node.api.chat_room
-    chat.add_middleware(ChatMiddleware(
-        "b", priority=2, say=lambda c, r, p: {**p, "message": p["message"] + "b"}))
-    chat.add_middleware(ChatMiddleware(
-        "a", priority=1, say=lambda c, r, p: {**p, "message": p["message"] + "a"}))
+    chat.add_middleware(
+        ChatMiddleware("b", priority=2, say=lambda c, r, p: {**p, "message": p["message"] + "b"})
+    )
+    chat.add_middleware(
+        ChatMiddleware("a", priority=1, say=lambda c, r, p: {**p, "message": p["message"] + "a"})
+    )
     alice = await joined(node)
     await chat.broadcast(alice, "lobby", "x")
     assert alice.chat_messages()[-1]["message"] == "xab"
@@ -354,8 +379,9 @@ async def test_async_and_sync_hooks_of_all_four_kinds_work_together(node):
     def say(connection, room, payload):
         calls.append("say")
 
-    node.api.chat_room.add_middleware(ChatMiddleware(
-        "all", join=join, leave=leave, say=say, on_say_receive=on_say_receive))
+    node.api.chat_room.add_middleware(
+        ChatMiddleware("all", join=join, leave=leave, say=say, on_say_receive=on_say_receive)
+    )
     alice = await joined(node)
     await node.api.chat_room.broadcast(alice, "lobby", "hi")
     await node.api.chat_room.remove_member(alice.id, "lobby")

@@ -70,7 +70,11 @@ async def test_broadcast_from_a_mock_mapping_without_id_is_from_0(node):
     bob = await member_of(node, "lobby")
     await node.api.chat_room.broadcast({"room": "someOtherRoom"}, "lobby", "from the server")
     assert without_sent_at(bob.messages[-1]) == {
-        "message": "from the server", "room": "lobby", "from": 0, "context": "user"}
+        "message": "from the server",
+        "room": "lobby",
+        "from": 0,
+        "context": "user",
+    }
 
 
 async def test_broadcast_from_a_mock_object_without_id_is_from_0(node):
@@ -154,9 +158,14 @@ async def test_destroy_tells_members_from_0_then_removes_them(node):
     bob = await member_of(node, "doomed")
     await node.api.chat_room.destroy("doomed")
     for member in (alice, bob):
-        assert [without_sent_at(m) for m in member.chat_messages()] == [{
-            "message": "this room has been deleted", "room": "doomed", "from": 0,
-            "context": "user"}]
+        assert [without_sent_at(m) for m in member.chat_messages()] == [
+            {
+                "message": "this room has been deleted",
+                "room": "doomed",
+                "from": 0,
+                "context": "user",
+            }
+        ]
         assert member.rooms == []
 
 
@@ -198,7 +207,10 @@ async def test_room_status_counts_and_lists_sanitized_members_with_id(node):
 async def test_room_status_of_an_empty_room(node):
     await node.api.chat_room.add("empty")
     assert await node.api.chat_room.room_status("empty") == {
-        "room": "empty", "membersCount": 0, "members": {}}
+        "room": "empty",
+        "membersCount": 0,
+        "members": {},
+    }
 
 
 async def test_room_status_without_a_room_is_refused(node):
@@ -284,8 +296,14 @@ async def test_destroyed_connection_leaves_every_room(node):
 
 
 async def test_every_chat_error_is_a_chat_error():
-    for error in (RoomAndMessageRequired(), RoomRequired(), RoomNotFound(),
-                  AlreadyInRoom("r"), NotInRoom("r"), ConnectionNotFound()):
+    for error in (
+        RoomAndMessageRequired(),
+        RoomRequired(),
+        RoomNotFound(),
+        AlreadyInRoom("r"),
+        NotInRoom("r"),
+        ConnectionNotFound(),
+    ):
         assert isinstance(error, ChatError)
 
 
@@ -295,14 +313,18 @@ async def test_every_chat_error_is_a_chat_error():
 async def test_generate_member_details_replaced_by_assignment_is_stored(node):
     chat = node.api.chat_room
     chat.generate_member_details = lambda connection: {
-        "id": connection.id, "joinedAt": 1, "nick": connection.params.get("nick")}
+        "id": connection.id,
+        "joinedAt": 1,
+        "nick": connection.params.get("nick"),
+    }
     chat.sanitize_member_details = lambda data: {"nick": data["nick"]}
     await chat.add("club")
     alice = await node.connect()
     alice.params["nick"] = "alice"
     await chat.add_member(alice.id, "club")
     assert (await chat.room_status("club"))["members"] == {
-        alice.id: {"nick": "alice", "id": alice.id}}
+        alice.id: {"nick": "alice", "id": alice.id}
+    }
 
 
 async def test_default_member_details_store_id_joined_at_and_host(node):
@@ -316,19 +338,28 @@ async def test_sanitize_member_details_result_always_gets_the_id(node):
     node.api.chat_room.sanitize_member_details = lambda data: {}
     alice = await member_of(node, "lobby")
     assert (await node.api.chat_room.room_status("lobby"))["members"] == {
-        alice.id: {"id": alice.id}}
+        alice.id: {"id": alice.id}
+    }
 
 
 async def test_generate_message_payload_replaced_by_assignment_shapes_what_clients_get(node):
     def payload(message):
-        return {"text": message["message"].upper(), "by": message["connection"]["id"],
-                "room": message["connection"]["room"], "context": "user"}
+        return {
+            "text": message["message"].upper(),
+            "by": message["connection"]["id"],
+            "room": message["connection"]["room"],
+            "context": "user",
+        }
 
     node.api.chat_room.generate_message_payload = payload
     alice = await member_of(node, "lobby")
     await node.api.chat_room.broadcast(alice, "lobby", "shout")
-    assert alice.messages[-1] == {"text": "SHOUT", "by": alice.id, "room": "lobby",
-                                  "context": "user"}
+    assert alice.messages[-1] == {
+        "text": "SHOUT",
+        "by": alice.id,
+        "room": "lobby",
+        "context": "user",
+    }
 
 
 # send_message ---------------------------------------------------------------------------
@@ -351,8 +382,9 @@ async def test_connection_middleware_create_and_destroy_run_for_every_connection
     async def create(connection):
         seen.append(("create", connection.id))
 
-    node.api.connections.add_middleware(ConnectionMiddleware(
-        "spy", create=create, destroy=lambda c: seen.append(("destroy", c.id))))
+    node.api.connections.add_middleware(
+        ConnectionMiddleware("spy", create=create, destroy=lambda c: seen.append(("destroy", c.id)))
+    )
     alice = await node.connect()
     bob = await node.connect()
     await alice.destroy()

@@ -73,15 +73,17 @@ def test_flag_overrides_env(tmp_path):
 
 
 def test_unset_flag_does_not_override(tmp_path):
-    config = load_config({"id": None, "socket_port": None},
-                         env={"ROOMCAST_ID": "from-env"}, config_file=None)
+    config = load_config(
+        {"id": None, "socket_port": None}, env={"ROOMCAST_ID": "from-env"}, config_file=None
+    )
     assert (config.id, config.socket_port) == ("from-env", 5000)
 
 
 def test_each_layer_fills_only_what_it_sets(tmp_path):
     file = write_toml(tmp_path / "c.toml", 'bind = "0.0.0.0"\nweb_port = 7001\n')
-    config = load_config({"web_port": 7003}, env={"ROOMCAST_SERVER_TOKEN": "s3cret"},
-                         config_file=file)
+    config = load_config(
+        {"web_port": 7003}, env={"ROOMCAST_SERVER_TOKEN": "s3cret"}, config_file=file
+    )
     assert (config.bind, config.web_port, config.server_token) == ("0.0.0.0", 7003, "s3cret")
     assert config.socket_port == 5000
 
@@ -98,17 +100,34 @@ def test_env_actions_split_on_the_path_separator():
 
 def test_every_flag_has_an_env_variable():
     env = {
-        "ROOMCAST_ID": "n", "ROOMCAST_BIND": "0.0.0.0", "ROOMCAST_SOCKET_PORT": "1",
-        "ROOMCAST_WEB_PORT": "2", "ROOMCAST_REDIS_URL": "redis://a", "ROOMCAST_PUBSUB_URL":
-        "redis://b", "ROOMCAST_ACTIONS": "acts", "ROOMCAST_PUBLIC": "pub",
-        "ROOMCAST_SERVER_TOKEN": "tok", "ROOMCAST_TLS_CERT": "c.pem", "ROOMCAST_TLS_KEY": "k.pem",
+        "ROOMCAST_ID": "n",
+        "ROOMCAST_BIND": "0.0.0.0",
+        "ROOMCAST_SOCKET_PORT": "1",
+        "ROOMCAST_WEB_PORT": "2",
+        "ROOMCAST_REDIS_URL": "redis://a",
+        "ROOMCAST_PUBSUB_URL": "redis://b",
+        "ROOMCAST_ACTIONS": "acts",
+        "ROOMCAST_PUBLIC": "pub",
+        "ROOMCAST_SERVER_TOKEN": "tok",
+        "ROOMCAST_TLS_CERT": "c.pem",
+        "ROOMCAST_TLS_KEY": "k.pem",
         "ROOMCAST_LOG_LEVEL": "debug",
     }
     config = load_config({}, env=env)
     assert config == Config(
-        id="n", bind="0.0.0.0", socket_port=1, web_port=2, redis_url="redis://a",
-        pubsub_url="redis://b", actions=["acts"], public="pub", server_token="tok",
-        tls_cert="c.pem", tls_key="k.pem", log_level="debug")
+        id="n",
+        bind="0.0.0.0",
+        socket_port=1,
+        web_port=2,
+        redis_url="redis://a",
+        pubsub_url="redis://b",
+        actions=["acts"],
+        public="pub",
+        server_token="tok",
+        tls_cert="c.pem",
+        tls_key="k.pem",
+        log_level="debug",
+    )
 
 
 def test_roomcast_config_env_names_the_file(tmp_path):
@@ -120,10 +139,18 @@ def test_roomcast_config_env_names_the_file(tmp_path):
 
 
 def test_tables_set_the_other_settings(tmp_path):
-    file = write_toml(tmp_path / "c.toml", textwrap_toml(
-        '[socket]', 'max_data_length = 64', 'welcome = "hi"',
-        '[chat]', 'starting_chat_rooms = ["a", "b"]',
-        '[cluster]', 'key_prefix = "x:"'))
+    file = write_toml(
+        tmp_path / "c.toml",
+        textwrap_toml(
+            "[socket]",
+            "max_data_length = 64",
+            'welcome = "hi"',
+            "[chat]",
+            'starting_chat_rooms = ["a", "b"]',
+            "[cluster]",
+            'key_prefix = "x:"',
+        ),
+    )
     config = load_config({}, env=NO_ENV, config_file=file)
     assert (config.socket.max_data_length, config.socket.welcome) == (64, "hi")
     assert config.chat.starting_chat_rooms == ["a", "b"]
@@ -153,16 +180,19 @@ def test_non_numeric_port_is_an_error():
         load_config({}, env={"ROOMCAST_SOCKET_PORT": "lots"})
 
 
-@pytest.mark.parametrize(("toml", "message"), [
-    ("[cluster]\nrpc_timeout = 0\n", r"\[cluster\] rpc_timeout must be greater than 0"),
-    ("[cluster]\npresence_ttl = -1.5\n", r"\[cluster\] presence_ttl must be greater than 0"),
-    ("[cluster]\nwatchdog_interval = \"5\"\n", r"watchdog_interval must be a number"),
-    ("[cluster]\nkey_prefix = 3\n", r"key_prefix must be a string"),
-    ("[socket]\nmax_data_length = 1.5\n", r"max_data_length must be a whole number"),
-    ("[web]\ncompress = 1\n", r"compress must be true or false"),
-    ("[web]\nheartbeat = -1\n", r"heartbeat must be greater than 0 \(or 0 for off\)"),
-    ("[chat]\nstarting_chat_rooms = \"lobby\"\n", r"must be a list of strings"),
-])
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[cluster]\nrpc_timeout = 0\n", r"\[cluster\] rpc_timeout must be greater than 0"),
+        ("[cluster]\npresence_ttl = -1.5\n", r"\[cluster\] presence_ttl must be greater than 0"),
+        ('[cluster]\nwatchdog_interval = "5"\n', r"watchdog_interval must be a number"),
+        ("[cluster]\nkey_prefix = 3\n", r"key_prefix must be a string"),
+        ("[socket]\nmax_data_length = 1.5\n", r"max_data_length must be a whole number"),
+        ("[web]\ncompress = 1\n", r"compress must be true or false"),
+        ("[web]\nheartbeat = -1\n", r"heartbeat must be greater than 0 \(or 0 for off\)"),
+        ('[chat]\nstarting_chat_rooms = "lobby"\n', r"must be a list of strings"),
+    ],
+)
 def test_a_section_value_of_the_wrong_kind_is_refused(tmp_path, toml, message):
     file = write_toml(tmp_path / "c.toml", toml)
     with pytest.raises(ConfigError, match=message):
@@ -217,12 +247,22 @@ def test_bad_config_file_exits_2_with_the_reason(tmp_path):
 
 def test_start_applies_flag_over_env_over_file(tmp_path):
     file_port, env_port = free_port(), free_port()
-    file = write_toml(tmp_path / "c.toml", textwrap_toml(
-        f"socket_port = {file_port}", 'log_level = "error"',
-        "[socket]", 'welcome = "welcome from the file"'))
+    file = write_toml(
+        tmp_path / "c.toml",
+        textwrap_toml(
+            f"socket_port = {file_port}",
+            'log_level = "error"',
+            "[socket]",
+            'welcome = "welcome from the file"',
+        ),
+    )
     # The ready line is logged at info: it only appears if the env's level beats the file's.
-    node = start_node("--config", str(file), web_port=0,
-                      env={"ROOMCAST_SOCKET_PORT": str(env_port), "ROOMCAST_LOG_LEVEL": "info"})
+    node = start_node(
+        "--config",
+        str(file),
+        web_port=0,
+        env={"ROOMCAST_SOCKET_PORT": str(env_port), "ROOMCAST_LOG_LEVEL": "info"},
+    )
     try:
         client = LineClient(node.socket_port)  # the --socket-port flag start_node passes
         assert client.read() == {"welcome": "welcome from the file", "context": "api"}

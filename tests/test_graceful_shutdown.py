@@ -16,7 +16,7 @@ from roomcast import ChatMiddleware
 from roomcast.testing import TestNode
 from support import LOOPBACK, LineClient, NodeProcess, start_node, wait_until
 
-SLOW_ACTION = '''
+SLOW_ACTION = """
 import asyncio
 
 import roomcast
@@ -29,7 +29,7 @@ class Slow(roomcast.Action):
     async def run(self, data):
         await asyncio.sleep(data.params["seconds"])
         data.response["slept"] = data.params["seconds"]
-'''
+"""
 
 BYE = b'{"status":"Bye!","context":"api"}'
 
@@ -52,13 +52,19 @@ def connected(node: NodeProcess) -> LineClient:
 
 
 def wait_pending(client: LineClient, count: int) -> None:
-    wait_until(lambda: client.request("detailsView")["data"]["pendingActions"] == count,
-               5, message=f"{count} pending action(s)")
+    wait_until(
+        lambda: client.request("detailsView")["data"]["pendingActions"] == count,
+        5,
+        message=f"{count} pending action(s)",
+    )
 
 
 def wait_stopping(node: NodeProcess) -> None:
-    wait_until(lambda: f"roomcast {node.node_id} stopping" in node.log, 5,
-               message="the node to begin stopping")
+    wait_until(
+        lambda: f"roomcast {node.node_id} stopping" in node.log,
+        5,
+        message="the node to begin stopping",
+    )
 
 
 def exit_code(node: NodeProcess, timeout: float = 15.0) -> int:
@@ -106,8 +112,10 @@ def test_actions_requested_during_shutdown_are_refused(actions_dir):
         os.kill(node.pid, signal.SIGTERM)
         wait_stopping(node)
         assert client.request("status") == {
-            "error": "the server is shutting down", "context": "response",
-            "messageCount": count + 1}
+            "error": "the server is shutting down",
+            "context": "response",
+            "messageCount": count + 1,
+        }
         assert client.read()["slept"] == 1.5
         assert client.read_raw_line() == BYE
         assert exit_code(node) == 0
@@ -166,15 +174,15 @@ async def test_stop_removes_every_connection_from_its_rooms():
 
     api.cluster.stop = cluster_stop  # type: ignore[method-assign]
     await api.start()
-    api.chat_room.add_middleware(ChatMiddleware(
-        "spy", leave=lambda connection, room: left.append((connection.id, room))))
+    api.chat_room.add_middleware(
+        ChatMiddleware("spy", leave=lambda connection, room: left.append((connection.id, room)))
+    )
     await api.chat_room.add("side")
     alice, bob = await node.connect(), await node.connect()
     for connection, room in ((alice, "defaultRoom"), (alice, "side"), (bob, "side")):
         await api.chat_room.add_member(connection.id, room)
     await api.stop()
-    assert sorted(left) == sorted([(alice.id, "defaultRoom"), (alice.id, "side"),
-                                   (bob.id, "side")])
+    assert sorted(left) == sorted([(alice.id, "defaultRoom"), (alice.id, "side"), (bob.id, "side")])
     assert snapshot == {"defaultRoom": {}, "side": {}}
     assert (alice.rooms, bob.rooms) == ([], [])
     assert alice.closed and bob.closed

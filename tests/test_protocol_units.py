@@ -26,7 +26,9 @@ from roomcast.protocol.websocket_events import parse_event
 
 def test_splitter_cuts_lines_on_newline():
     assert LineSplitter(100).feed(b"roomAdd a\nroomAdd b\n") == [
-        Line("roomAdd a"), Line("roomAdd b")]
+        Line("roomAdd a"),
+        Line("roomAdd b"),
+    ]
 
 
 def test_splitter_treats_carriage_return_as_a_line_end():
@@ -116,17 +118,18 @@ def test_parse_line_file_takes_the_rest_as_the_path():
 
 def test_parse_line_param_add_with_equals():
     assert parse_line("paramAdd name=alice") == VerbRequest(
-        "paramAdd", {"key": "name", "value": "alice"})
+        "paramAdd", {"key": "name", "value": "alice"}
+    )
 
 
 def test_parse_line_param_add_with_equals_keeps_later_equals_and_spaces_in_the_value():
-    assert parse_line("paramAdd q=a=b c") == VerbRequest(
-        "paramAdd", {"key": "q", "value": "a=b c"})
+    assert parse_line("paramAdd q=a=b c") == VerbRequest("paramAdd", {"key": "q", "value": "a=b c"})
 
 
 def test_parse_line_param_add_with_a_space():
     assert parse_line("paramAdd name alice smith") == VerbRequest(
-        "paramAdd", {"key": "name", "value": "alice smith"})
+        "paramAdd", {"key": "name", "value": "alice smith"}
+    )
 
 
 def test_parse_line_param_view_and_delete():
@@ -142,7 +145,8 @@ def test_parse_line_room_verbs_take_one_room():
 
 def test_parse_line_say_keeps_the_message_words():
     assert parse_line("say lobby hello  big world") == VerbRequest(
-        "say", {"room": "lobby", "message": "hello  big world"})
+        "say", {"room": "lobby", "message": "hello  big world"}
+    )
 
 
 def test_parse_line_verbs_without_arguments():
@@ -157,12 +161,14 @@ def test_parse_line_other_words_are_actions_with_sticky_params():
 
 def test_parse_line_json_action_line():
     assert parse_line('{"action":"createChatRoom","params":{"name":"r"}}') == ActionRequest(
-        "createChatRoom", {"name": "r"})
+        "createChatRoom", {"name": "r"}
+    )
 
 
 def test_parse_line_json_action_inside_params():
     assert parse_line('{"params":{"action":"status","x":1}}') == ActionRequest(
-        "status", {"action": "status", "x": 1})
+        "status", {"action": "status", "x": 1}
+    )
 
 
 def test_parse_line_json_without_params_has_empty_params():
@@ -183,7 +189,8 @@ def test_parse_line_broken_json_is_invalid():
 
 def test_parse_line_json_params_must_be_an_object():
     assert parse_line('{"action":"status","params":[1]}') == InvalidRequest(
-        "params must be a JSON object")
+        "params must be a JSON object"
+    )
 
 
 def test_parse_line_json_action_must_be_a_string():
@@ -195,17 +202,23 @@ def test_parse_line_json_action_must_be_a_string():
 
 def test_parse_event_room_add_with_message_id():
     assert parse_event('{"event":"roomAdd","room":"r","messageId":7}') == (
-        VerbRequest("roomAdd", {"room": "r"}), 7)
+        VerbRequest("roomAdd", {"room": "r"}),
+        7,
+    )
 
 
 def test_parse_event_key_order_does_not_matter():
     assert parse_event('{"room":"r","message":"hi","event":"say"}') == (
-        VerbRequest("say", {"room": "r", "message": "hi"}), None)
+        VerbRequest("say", {"room": "r", "message": "hi"}),
+        None,
+    )
 
 
 def test_parse_event_action_takes_its_name_from_params():
     assert parse_event('{"event":"action","params":{"action":"status","a":1}}') == (
-        ActionRequest("status", {"action": "status", "a": 1}), None)
+        ActionRequest("status", {"action": "status", "a": 1}),
+        None,
+    )
 
 
 def test_parse_event_details_view_documentation_file_and_quit():
@@ -217,18 +230,24 @@ def test_parse_event_details_view_documentation_file_and_quit():
 
 def test_parse_event_unknown_event_keeps_the_message_id():
     assert parse_event('{"event":"dance","messageId":"m1"}') == (
-        InvalidRequest("unknown event (dance)"), "m1")
+        InvalidRequest("unknown event (dance)"),
+        "m1",
+    )
 
 
 def test_parse_event_rejects_non_objects_and_broken_json():
     assert parse_event("[1]") == (InvalidRequest("a frame must be a JSON object"), None)
     assert parse_event("{x") == (
-        InvalidRequest("invalid JSON: a frame must be a JSON object"), None)
+        InvalidRequest("invalid JSON: a frame must be a JSON object"),
+        None,
+    )
 
 
 def test_parse_event_action_params_must_be_an_object():
     assert parse_event('{"event":"action","params":5}') == (
-        InvalidRequest("params must be a JSON object"), None)
+        InvalidRequest("params must be a JSON object"),
+        None,
+    )
 
 
 # replies --------------------------------------------------------------------------------
@@ -240,7 +259,8 @@ def _line(reply: object) -> bytes:
 
 def test_welcome_bytes():
     assert _line(replies.welcome("Hello! Welcome to the roomcast api")) == (
-        b'{"welcome":"Hello! Welcome to the roomcast api","context":"api"}\r\n')
+        b'{"welcome":"Hello! Welcome to the roomcast api","context":"api"}\r\n'
+    )
 
 
 def test_goodbye_bytes():
@@ -249,18 +269,21 @@ def test_goodbye_bytes():
 
 def test_verb_ok_bytes():
     assert _line(replies.verb_ok(True, 3)) == (
-        b'{"status":"OK","context":"response","data":true,"messageCount":3}\r\n')
+        b'{"status":"OK","context":"response","data":true,"messageCount":3}\r\n'
+    )
 
 
 def test_verb_failed_bytes():
     assert _line(replies.verb_failed("connection already in this room (r)", 4)) == (
         b'{"status":"connection already in this room (r)","context":"response",'
-        b'"data":false,"messageCount":4}\r\n')
+        b'"data":false,"messageCount":4}\r\n'
+    )
 
 
 def test_action_reply_adds_context_and_count_after_the_response():
     assert _line(replies.action_reply({"didCreate": True}, 5)) == (
-        b'{"didCreate":true,"context":"response","messageCount":5}\r\n')
+        b'{"didCreate":true,"context":"response","messageCount":5}\r\n'
+    )
 
 
 def test_action_reply_does_not_mutate_the_response():
@@ -272,7 +295,8 @@ def test_action_reply_does_not_mutate_the_response():
 def test_request_error_bytes():
     assert _line(replies.request_error("request is not valid UTF-8", 6)) == (
         b'{"status":"error","error":"request is not valid UTF-8","context":"response",'
-        b'"messageCount":6}\r\n')
+        b'"messageCount":6}\r\n'
+    )
 
 
 def test_replies_carry_the_message_id_when_given():
@@ -287,8 +311,7 @@ def test_replies_have_no_message_id_when_absent():
 
 
 def test_too_long_error_names_the_received_size_first():
-    assert replies.too_long_error(2000, 1024) == (
-        "data length is too big (2000 received/1024 max)")
+    assert replies.too_long_error(2000, 1024) == ("data length is too big (2000 received/1024 max)")
 
 
 def test_file_not_found_text():

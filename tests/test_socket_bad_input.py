@@ -77,7 +77,8 @@ def test_invalid_utf8_line_gets_an_error(pair):
     offender.send(b"say bad-utf8 \xc3\x28 broken\n")
     assert offender.read_raw_line() == (
         b'{"status":"error","error":"request is not valid UTF-8","context":"response",'
-        b'"messageCount":3}')
+        b'"messageCount":3}'
+    )
     assert_room_still_chats(offender, bystander, "bad-utf8")
 
 
@@ -127,8 +128,7 @@ def test_binary_garbage_gets_only_errors_and_the_connection_keeps_working(pair):
 def test_nul_bytes_are_an_unknown_action(pair):
     offender, bystander = pair("nul")
     offender.send(b"\x00\x00\x00\n")
-    assert offender.read() == {"error": UNKNOWN_ACTION, "context": "response",
-                               "messageCount": 3}
+    assert offender.read() == {"error": UNKNOWN_ACTION, "context": "response", "messageCount": 3}
     assert_room_still_chats(offender, bystander, "nul")
 
 
@@ -139,14 +139,12 @@ def test_an_endless_line_gets_one_error_and_is_dropped(pair):
     offender, bystander = pair("endless")
     offender.send(b"a" * (2 * MIB))
     reply = offender.read()
-    match = re.fullmatch(r"data length is too big \((\d+) received/1048576 max\)",
-                         reply["error"])
+    match = re.fullmatch(r"data length is too big \((\d+) received/1048576 max\)", reply["error"])
     assert match is not None and MIB < int(match.group(1)) <= 2 * MIB
     assert reply["messageCount"] == 3
     offender.send(b"a" * MIB)  # still the same line: silently dropped
     offender.send(b"\nparamsView\n")
-    assert offender.read() == {"status": "OK", "context": "response", "data": {},
-                               "messageCount": 4}
+    assert offender.read() == {"status": "OK", "context": "response", "data": {}, "messageCount": 4}
     assert_room_still_chats(offender, bystander, "endless")
 
 
@@ -154,20 +152,24 @@ def test_a_complete_line_over_the_limit_names_its_size(pair):
     offender, bystander = pair("long-line")
     offender.send(b"b" * (MIB + 10) + b"\n")
     assert offender.read() == error_reply(
-        f"data length is too big ({MIB + 10} received/{MIB} max)", 3)
+        f"data length is too big ({MIB + 10} received/{MIB} max)", 3
+    )
     assert_room_still_chats(offender, bystander, "long-line")
 
 
 # JSON that is not a request -------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("room", "line", "error"), [
-    ("json-array", "[1,2,3]", "a JSON request must be an object"),
-    ("json-string", '"just a string"', "a JSON request must be an object"),
-    ("json-broken", "{broken json", "invalid JSON request"),
-    ("json-action", '{"action":["status"]}', "action must be a string"),
-    ("json-params", '{"action":"status","params":"x"}', "params must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("room", "line", "error"),
+    [
+        ("json-array", "[1,2,3]", "a JSON request must be an object"),
+        ("json-string", '"just a string"', "a JSON request must be an object"),
+        ("json-broken", "{broken json", "invalid JSON request"),
+        ("json-action", '{"action":["status"]}', "action must be a string"),
+        ("json-params", '{"action":"status","params":"x"}', "params must be a JSON object"),
+    ],
+)
 def test_json_that_is_not_a_request_gets_an_error(pair, room, line, error):
     offender, bystander = pair(room)
     assert offender.request(line) == error_reply(error, 3)
@@ -176,15 +178,21 @@ def test_json_that_is_not_a_request_gets_an_error(pair, room, line, error):
 
 def test_a_json_object_without_an_action_is_an_unknown_action(pair):
     offender, bystander = pair("no-action")
-    assert offender.request("{}") == {"error": UNKNOWN_ACTION, "context": "response",
-                                      "messageCount": 3}
+    assert offender.request("{}") == {
+        "error": UNKNOWN_ACTION,
+        "context": "response",
+        "messageCount": 3,
+    }
     assert_room_still_chats(offender, bystander, "no-action")
 
 
 def test_a_json_number_is_an_unknown_action(pair):
     offender, bystander = pair("number")
-    assert offender.request("42") == {"error": UNKNOWN_ACTION, "context": "response",
-                                      "messageCount": 3}
+    assert offender.request("42") == {
+        "error": UNKNOWN_ACTION,
+        "context": "response",
+        "messageCount": 3,
+    }
     assert_room_still_chats(offender, bystander, "number")
 
 
@@ -194,14 +202,20 @@ def test_a_json_number_is_an_unknown_action(pair):
 def test_an_unknown_verb_is_an_unknown_action(pair):
     offender, bystander = pair("unknown-verb")
     assert offender.request("roomJoin unknown-verb") == {
-        "error": UNKNOWN_ACTION, "context": "response", "messageCount": 3}
+        "error": UNKNOWN_ACTION,
+        "context": "response",
+        "messageCount": 3,
+    }
     assert_room_still_chats(offender, bystander, "unknown-verb")
 
 
 def test_an_unknown_json_action_is_refused(pair):
     offender, bystander = pair("unknown-action")
     assert offender.request('{"action":"selfDestruct","params":{}}') == {
-        "error": UNKNOWN_ACTION, "context": "response", "messageCount": 3}
+        "error": UNKNOWN_ACTION,
+        "context": "response",
+        "messageCount": 3,
+    }
     assert_room_still_chats(offender, bystander, "unknown-action")
 
 
@@ -213,8 +227,11 @@ def test_a_client_reset_mid_line_leaves_its_room(pair):
     offender.send(b"say reset half a li")
     offender.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     offender.close()  # RST
-    wait_until(lambda: bystander.request("roomView reset")["data"]["membersCount"] == 1,
-               5, message="the reset client to leave the room")
+    wait_until(
+        lambda: bystander.request("roomView reset")["data"]["membersCount"] == 1,
+        5,
+        message="the reset client to leave the room",
+    )
     bystander.send_line("say reset alone")
     assert bystander.read_until(is_chat)["message"] == "alone"
 
@@ -225,10 +242,16 @@ def test_a_client_that_never_reads_is_dropped_past_the_send_limit(pair, node):
     offender.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     with contextlib.suppress(OSError):  # the node may drop it while we are still sending
         offender.send(b"documentation\n" * 40_000)  # ~20 MB of replies, none read
-    wait_until(lambda: f"disconnecting {offender_id}" in node.log, 20,
-               message="the node to drop the client that does not read")
-    wait_until(lambda: bystander.request("roomView never-reads")["data"]["membersCount"] == 1,
-               5, message="the dropped client to leave the room")
+    wait_until(
+        lambda: f"disconnecting {offender_id}" in node.log,
+        20,
+        message="the node to drop the client that does not read",
+    )
+    wait_until(
+        lambda: bystander.request("roomView never-reads")["data"]["membersCount"] == 1,
+        5,
+        message="the dropped client to leave the room",
+    )
     bystander.send_line("say never-reads still here")
     assert bystander.read_until(is_chat)["message"] == "still here"
 
@@ -240,8 +263,7 @@ def test_node_is_alive_and_clean_after_all_the_bad_input(node):
     assert node.process.poll() is None
     client = LineClient(node.socket_port)
     try:
-        assert client.read() == {"welcome": "Hello! Welcome to the roomcast api",
-                                 "context": "api"}
+        assert client.read() == {"welcome": "Hello! Welcome to the roomcast api", "context": "api"}
         assert client.request("status")["id"] == node.node_id
     finally:
         client.close()

@@ -20,7 +20,7 @@ from support import LineClient, NodeProcess, start_node, wait_until
 
 LIMIT = 1024
 
-ACTIONS = '''
+ACTIONS = """
 import asyncio
 
 import roomcast
@@ -59,7 +59,7 @@ async def initialize(api):
     await api.chat_room.add("vault")
     api.chat_room.add_middleware(roomcast.ChatMiddleware(
         "guards", join=refuse_vault, on_say_receive=refuse_forbidden))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +78,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def node(site: Path) -> Iterator[NodeProcess]:
-    process = start_node("--config", str(site / "roomcast.toml"),
-                         "--public", str(site / "public"),
-                         "--actions", str(site / "actions"), web_port=0)
+    process = start_node(
+        "--config",
+        str(site / "roomcast.toml"),
+        "--public",
+        str(site / "public"),
+        "--actions",
+        str(site / "actions"),
+        web_port=0,
+    )
     yield process
     assert process.stop() == 0
 
@@ -152,22 +158,19 @@ def test_carriage_return_alone_ends_a_line(connect):
     client = connect()
     client.send("paramAdd a=1\rparamView a\r")
     assert client.read()["messageCount"] == 1
-    assert client.read() == {"status": "OK", "context": "response", "data": "1",
-                             "messageCount": 2}
+    assert client.read() == {"status": "OK", "context": "response", "data": "1", "messageCount": 2}
 
 
 def test_empty_lines_are_ignored(connect):
     client = connect()
     client.send("\n\n\r\nparamsView\n")
-    assert client.read() == {"status": "OK", "context": "response", "data": {},
-                             "messageCount": 1}
+    assert client.read() == {"status": "OK", "context": "response", "data": {}, "messageCount": 1}
 
 
 def test_blank_lines_are_ignored_and_take_no_message_count(connect):
     client = connect()
     client.send("   \n\t\nparamsView\n")
-    assert client.read() == {"status": "OK", "context": "response", "data": {},
-                             "messageCount": 1}
+    assert client.read() == {"status": "OK", "context": "response", "data": {}, "messageCount": 1}
 
 
 # params ---------------------------------------------------------------------------------
@@ -175,25 +178,28 @@ def test_blank_lines_are_ignored_and_take_no_message_count(connect):
 
 def test_param_add_with_equals(connect):
     assert raw_reply(connect(), "paramAdd name=alice") == (
-        b'{"status":"OK","context":"response","data":null,"messageCount":1}')
+        b'{"status":"OK","context":"response","data":null,"messageCount":1}'
+    )
 
 
 def test_param_add_with_a_space(connect):
     client = connect()
     client.request("paramAdd name alice")
     assert raw_reply(client, "paramView name") == (
-        b'{"status":"OK","context":"response","data":"alice","messageCount":2}')
+        b'{"status":"OK","context":"response","data":"alice","messageCount":2}'
+    )
 
 
 def test_param_view_of_an_unset_param_is_null(connect):
     assert raw_reply(connect(), "paramView nothing") == (
-        b'{"status":"OK","context":"response","data":null,"messageCount":1}')
+        b'{"status":"OK","context":"response","data":null,"messageCount":1}'
+    )
 
 
 def test_param_add_without_a_key_is_refused(connect):
     assert raw_reply(connect(), "paramAdd") == (
-        b'{"status":"a param key is required","context":"response","data":false,'
-        b'"messageCount":1}')
+        b'{"status":"a param key is required","context":"response","data":false,"messageCount":1}'
+    )
 
 
 def test_param_delete_removes_one_param(connect):
@@ -201,9 +207,11 @@ def test_param_delete_removes_one_param(connect):
     client.request("paramAdd a=1")
     client.request("paramAdd b=2")
     assert raw_reply(client, "paramDelete a") == (
-        b'{"status":"OK","context":"response","data":null,"messageCount":3}')
+        b'{"status":"OK","context":"response","data":null,"messageCount":3}'
+    )
     assert raw_reply(client, "paramsView") == (
-        b'{"status":"OK","context":"response","data":{"b":"2"},"messageCount":4}')
+        b'{"status":"OK","context":"response","data":{"b":"2"},"messageCount":4}'
+    )
 
 
 def test_params_view_shows_every_param(connect):
@@ -211,26 +219,30 @@ def test_params_view_shows_every_param(connect):
     client.request("paramAdd a=1")
     client.request("paramAdd b=two words")
     assert raw_reply(client, "paramsView") == (
-        b'{"status":"OK","context":"response","data":{"a":"1","b":"two words"},'
-        b'"messageCount":3}')
+        b'{"status":"OK","context":"response","data":{"a":"1","b":"two words"},"messageCount":3}'
+    )
 
 
 def test_params_delete_clears_every_param(connect):
     client = connect()
     client.request("paramAdd a=1")
     assert raw_reply(client, "paramsDelete") == (
-        b'{"status":"OK","context":"response","data":null,"messageCount":2}')
+        b'{"status":"OK","context":"response","data":null,"messageCount":2}'
+    )
     assert raw_reply(client, "paramsView") == (
-        b'{"status":"OK","context":"response","data":{},"messageCount":3}')
+        b'{"status":"OK","context":"response","data":{},"messageCount":3}'
+    )
 
 
 def test_sticky_params_feed_an_action_called_by_name(connect):
     client = connect()
     client.request("paramAdd name=sticky-room")
     assert raw_reply(client, "createChatRoom") == (
-        b'{"didCreate":true,"context":"response","messageCount":2}')
+        b'{"didCreate":true,"context":"response","messageCount":2}'
+    )
     assert raw_reply(client, "createChatRoom") == (
-        b'{"error":"room exists","context":"response","messageCount":3}')
+        b'{"error":"room exists","context":"response","messageCount":3}'
+    )
 
 
 def test_sticky_params_stay_until_deleted(connect):
@@ -247,7 +259,8 @@ def test_sticky_params_stay_until_deleted(connect):
 
 def test_json_action_line(connect):
     assert raw_reply(connect(), '{"action":"createChatRoom","params":{"name":"json-room"}}') == (
-        b'{"didCreate":true,"context":"response","messageCount":1}')
+        b'{"didCreate":true,"context":"response","messageCount":1}'
+    )
 
 
 def test_json_action_line_uses_its_own_params_not_the_sticky_ones(connect):
@@ -255,19 +268,21 @@ def test_json_action_line_uses_its_own_params_not_the_sticky_ones(connect):
     client.request("paramAdd name=never-used")
     assert raw_reply(client, '{"action":"createChatRoom","params":{}}') == (
         b'{"error":"name is a required parameter for this action","context":"response",'
-        b'"messageCount":2}')
+        b'"messageCount":2}'
+    )
 
 
 def test_action_called_by_name_without_params_reports_the_missing_input(connect):
     assert raw_reply(connect(), "createChatRoom") == (
         b'{"error":"name is a required parameter for this action","context":"response",'
-        b'"messageCount":1}')
+        b'"messageCount":1}'
+    )
 
 
 def test_unknown_action(connect):
     assert raw_reply(connect(), "launchRockets") == (
-        b'{"error":"unknown action or invalid apiVersion","context":"response",'
-        b'"messageCount":1}')
+        b'{"error":"unknown action or invalid apiVersion","context":"response","messageCount":1}'
+    )
 
 
 def test_status_action(connect, node):
@@ -289,10 +304,14 @@ def test_too_many_pending_actions_over_the_wire(connect):
     client = connect()
     client.send('{"action":"slow","params":{"seconds":0.5}}\n' * 6)
     replies = sorted((client.read() for _ in range(6)), key=lambda r: r["messageCount"])
-    assert replies[:5] == [{"slept": 0.5, "context": "response", "messageCount": n}
-                           for n in range(1, 6)]
-    assert replies[5] == {"error": "you have too many pending requests",
-                          "context": "response", "messageCount": 6}
+    assert replies[:5] == [
+        {"slept": 0.5, "context": "response", "messageCount": n} for n in range(1, 6)
+    ]
+    assert replies[5] == {
+        "error": "you have too many pending requests",
+        "context": "response",
+        "messageCount": 6,
+    }
 
 
 # messageCount ---------------------------------------------------------------------------
@@ -301,8 +320,7 @@ def test_too_many_pending_actions_over_the_wire(connect):
 def test_a_slow_action_reply_keeps_its_own_message_count(connect):
     client = connect()
     client.send("slow\nparamsView\n")
-    assert client.read() == {"status": "OK", "context": "response", "data": {},
-                             "messageCount": 2}
+    assert client.read() == {"status": "OK", "context": "response", "data": {}, "messageCount": 2}
     assert client.read() == {"slept": 0.3, "context": "response", "messageCount": 1}
 
 
@@ -325,11 +343,14 @@ def test_many_pipelined_lines_in_one_write_each_get_their_own_message_count(conn
     assert sorted(replies) == list(range(1, total + 1))
     for n, reply in replies.items():
         if n % 3 == 1:
-            assert reply == {"status": "OK", "context": "response", "data": None,
-                             "messageCount": n}
+            assert reply == {"status": "OK", "context": "response", "data": None, "messageCount": n}
         elif n % 3 == 2:
-            assert reply == {"status": "OK", "context": "response", "data": f"v{n - 1}",
-                             "messageCount": n}
+            assert reply == {
+                "status": "OK",
+                "context": "response",
+                "data": f"v{n - 1}",
+                "messageCount": n,
+            }
         else:
             assert reply == {"n": n, "context": "response", "messageCount": n}
 
@@ -352,9 +373,11 @@ def test_a_line_over_max_data_length_is_refused_and_dropped(connect):
     client = connect()
     assert raw_reply(client, "x" * 2000) == (
         b'{"status":"error","error":"data length is too big (2000 received/1024 max)",'
-        b'"context":"response","messageCount":1}')
+        b'"context":"response","messageCount":1}'
+    )
     assert raw_reply(client, "paramsView") == (
-        b'{"status":"OK","context":"response","data":{},"messageCount":2}')
+        b'{"status":"OK","context":"response","data":{},"messageCount":2}'
+    )
 
 
 def test_a_line_of_exactly_max_data_length_is_accepted(connect):
@@ -362,8 +385,12 @@ def test_a_line_of_exactly_max_data_length_is_accepted(connect):
     line = "paramAdd k="
     line += "v" * (LIMIT - len(line))
     assert len(line) == LIMIT
-    assert client.request(line) == {"status": "OK", "context": "response", "data": None,
-                                    "messageCount": 1}
+    assert client.request(line) == {
+        "status": "OK",
+        "context": "response",
+        "data": None,
+        "messageCount": 1,
+    }
 
 
 def test_an_unterminated_buffer_over_max_data_length_is_refused(connect):
@@ -373,11 +400,13 @@ def test_an_unterminated_buffer_over_max_data_length_is_refused(connect):
     match = re.fullmatch(r"data length is too big \((\d+) received/1024 max\)", reply["error"])
     assert match is not None and 1024 < int(match.group(1)) <= 3000
     assert {k: v for k, v in reply.items() if k != "error"} == {
-        "status": "error", "context": "response", "messageCount": 1}
+        "status": "error",
+        "context": "response",
+        "messageCount": 1,
+    }
     # The rest of that line is dropped silently; the next line is answered.
     client.send("y" * 500 + "\nparamsView\n")
-    assert client.read() == {"status": "OK", "context": "response", "data": {},
-                             "messageCount": 2}
+    assert client.read() == {"status": "OK", "context": "response", "data": {}, "messageCount": 2}
 
 
 # rooms ----------------------------------------------------------------------------------
@@ -385,7 +414,8 @@ def test_an_unterminated_buffer_over_max_data_length_is_refused(connect):
 
 def test_room_add(connect):
     assert raw_reply(connect(), "roomAdd defaultRoom") == (
-        b'{"status":"OK","context":"response","data":true,"messageCount":1}')
+        b'{"status":"OK","context":"response","data":true,"messageCount":1}'
+    )
 
 
 def test_room_add_twice_is_refused(connect):
@@ -393,33 +423,36 @@ def test_room_add_twice_is_refused(connect):
     client.request("roomAdd defaultRoom")
     assert raw_reply(client, "roomAdd defaultRoom") == (
         b'{"status":"connection already in this room (defaultRoom)","context":"response",'
-        b'"data":false,"messageCount":2}')
+        b'"data":false,"messageCount":2}'
+    )
 
 
 def test_room_add_of_an_unknown_room_is_refused(connect):
     assert raw_reply(connect(), "roomAdd no-such-room") == (
-        b'{"status":"room does not exist","context":"response","data":false,'
-        b'"messageCount":1}')
+        b'{"status":"room does not exist","context":"response","data":false,"messageCount":1}'
+    )
 
 
 def test_room_add_refused_by_join_middleware_carries_its_text(connect):
     assert raw_reply(connect(), "roomAdd vault") == (
-        b'{"status":"the vault is locked","context":"response","data":false,'
-        b'"messageCount":1}')
+        b'{"status":"the vault is locked","context":"response","data":false,"messageCount":1}'
+    )
 
 
 def test_room_leave(connect):
     client = connect()
     client.request("roomAdd defaultRoom")
     assert raw_reply(client, "roomLeave defaultRoom") == (
-        b'{"status":"OK","context":"response","data":true,"messageCount":2}')
+        b'{"status":"OK","context":"response","data":true,"messageCount":2}'
+    )
     assert client.request("detailsView")["data"]["rooms"] == []
 
 
 def test_room_leave_of_a_room_not_joined_is_refused(connect):
     assert raw_reply(connect(), "roomLeave defaultRoom") == (
         b'{"status":"connection not in this room (defaultRoom)","context":"response",'
-        b'"data":false,"messageCount":1}')
+        b'"data":false,"messageCount":1}'
+    )
 
 
 def test_room_view_shows_the_members(connect):
@@ -430,15 +463,23 @@ def test_room_view_shows_the_members(connect):
     reply = client.request("roomView view-room")
     joined_at = reply["data"]["members"][me]["joinedAt"]
     assert isinstance(joined_at, int)
-    assert reply == {"status": "OK", "context": "response", "messageCount": 4, "data": {
-        "room": "view-room", "membersCount": 1,
-        "members": {me: {"joinedAt": joined_at, "id": me}}}}
+    assert reply == {
+        "status": "OK",
+        "context": "response",
+        "messageCount": 4,
+        "data": {
+            "room": "view-room",
+            "membersCount": 1,
+            "members": {me: {"joinedAt": joined_at, "id": me}},
+        },
+    }
 
 
 def test_room_view_of_a_room_not_joined_is_refused(connect):
     assert raw_reply(connect(), "roomView defaultRoom") == (
         b'{"status":"not member of room defaultRoom","context":"response","data":false,'
-        b'"messageCount":1}')
+        b'"messageCount":1}'
+    )
 
 
 def test_details_view(connect):
@@ -448,16 +489,24 @@ def test_details_view(connect):
     before = int(time.time() * 1000)
     details = client.request("detailsView")
     data = details["data"]
-    assert list(data) == ["id", "fingerprint", "remoteIP", "remotePort", "params",
-                          "connectedAt", "rooms", "totalActions", "pendingActions"]
+    assert list(data) == [
+        "id",
+        "fingerprint",
+        "remoteIP",
+        "remotePort",
+        "params",
+        "connectedAt",
+        "rooms",
+        "totalActions",
+        "pendingActions",
+    ]
     assert data["fingerprint"] == data["id"]
     assert data["remoteIP"] == "127.0.0.1"
     assert data["remotePort"] == client.sock.getsockname()[1]
     assert data["params"] == {"a": "1"}
     assert data["rooms"] == ["defaultRoom"]
     assert before - 60_000 < data["connectedAt"] <= before
-    assert (details["status"], details["context"], details["messageCount"]) == (
-        "OK", "response", 3)
+    assert (details["status"], details["context"], details["messageCount"]) == ("OK", "response", 3)
 
 
 def test_documentation_lists_the_actions(connect):
@@ -467,7 +516,8 @@ def test_documentation_lists_the_actions(connect):
     assert reply["data"]["createChatRoom"] == {
         "name": "createChatRoom",
         "description": "Create a chat room; fails with 'room exists' when it already does.",
-        "inputs": {"name": {"required": True}}}
+        "inputs": {"name": {"required": True}},
+    }
     assert reply["data"]["slow"]["inputs"] == {"seconds": {"required": False, "default": 0.3}}
 
 
@@ -483,7 +533,9 @@ def test_say_reaches_every_member_including_the_sender(connect):
     clients[0].send_line("say chat-all hello big world")
     pattern = re.compile(
         rb'\{"message":"hello big world","room":"chat-all","from":"'
-        + re.escape(sender.encode()) + rb'","context":"user","sentAt":\d{13}\}')
+        + re.escape(sender.encode())
+        + rb'","context":"user","sentAt":\d{13}\}'
+    )
     for client in clients:
         line = client.read_raw_line()
         while not line.startswith(b'{"message"'):
@@ -514,7 +566,8 @@ def test_say_does_not_reach_other_rooms(connect):
 def test_say_in_a_room_not_joined_is_refused(connect):
     assert raw_reply(connect(), "say defaultRoom hello") == (
         b'{"status":"connection not in this room (defaultRoom)","context":"response",'
-        b'"data":false,"messageCount":1}')
+        b'"data":false,"messageCount":1}'
+    )
 
 
 def test_say_without_a_message_is_refused(connect):
@@ -522,7 +575,8 @@ def test_say_without_a_message_is_refused(connect):
     client.request("roomAdd defaultRoom")
     assert raw_reply(client, "say defaultRoom") == (
         b'{"status":"both room and message are required","context":"response",'
-        b'"data":false,"messageCount":2}')
+        b'"data":false,"messageCount":2}'
+    )
 
 
 def test_say_refused_by_on_say_receive_reaches_nobody_and_tells_the_sender(connect):
@@ -531,8 +585,11 @@ def test_say_refused_by_on_say_receive_reaches_nobody_and_tells_the_sender(conne
     speaker.request("roomAdd guarded-chat")
     listener.request("roomAdd guarded-chat")
     assert speaker.request("say guarded-chat forbidden words") == {
-        "status": "that is not allowed", "context": "response", "data": False,
-        "messageCount": 3}
+        "status": "that is not allowed",
+        "context": "response",
+        "data": False,
+        "messageCount": 3,
+    }
     speaker.request("say guarded-chat fine words")
     assert listener.read_until(chat)["message"] == "fine words"
 
@@ -565,8 +622,9 @@ def test_telnet_interrupt_closes_the_connection(connect, keys):
     client.request(f"roomAdd telnet-{keys.hex()}")
     client.send(keys)
     assert client.is_closed()
-    wait_until(lambda: members_count(watcher, f"telnet-{keys.hex()}") == 1, 5,
-               message="member removed")
+    wait_until(
+        lambda: members_count(watcher, f"telnet-{keys.hex()}") == 1, 5, message="member removed"
+    )
 
 
 # file -----------------------------------------------------------------------------------
@@ -598,13 +656,14 @@ def test_file_not_found(connect):
 
 def test_file_cannot_escape_the_public_directory(connect):
     client = connect()
-    assert raw_reply(client, "file ../secret.txt") == (
-        b'"That file is not found (../secret.txt)"')
+    assert raw_reply(client, "file ../secret.txt") == (b'"That file is not found (../secret.txt)"')
     assert raw_reply(client, "file sub/../../secret.txt") == (
-        b'"That file is not found (sub/../../secret.txt)"')
+        b'"That file is not found (sub/../../secret.txt)"'
+    )
 
 
 def test_file_absolute_path_stays_inside_the_public_directory(connect, site):
     secret = str(site / "secret.txt")
     assert raw_reply(connect(), f"file {secret}") == (
-        b'"That file is not found (' + secret.encode() + b')"')
+        b'"That file is not found (' + secret.encode() + b')"'
+    )

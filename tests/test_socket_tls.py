@@ -37,15 +37,17 @@ def tls_client(node: NodeProcess, ca: trustme.CA, server_hostname: str = LOOPBAC
     context = ssl.create_default_context()
     ca.configure_trust(context)
     raw = socket.create_connection((LOOPBACK, node.socket_port), timeout=5)
-    return LineClient(node.socket_port, sock=context.wrap_socket(
-        raw, server_hostname=server_hostname))
+    return LineClient(
+        node.socket_port, sock=context.wrap_socket(raw, server_hostname=server_hostname)
+    )
 
 
 def test_tls_welcome_line_byte_for_byte(tls_node, ca):
     client = tls_client(tls_node, ca)
     try:
         assert client.read_raw_line() == (
-            b'{"welcome":"Hello! Welcome to the roomcast api","context":"api"}')
+            b'{"welcome":"Hello! Welcome to the roomcast api","context":"api"}'
+        )
     finally:
         client.close()
 
@@ -63,7 +65,11 @@ def test_tls_verbs_and_actions_work(tls_node, ca):
     try:
         client.read()
         assert client.request("paramAdd who=tls") == {
-            "status": "OK", "context": "response", "data": None, "messageCount": 1}
+            "status": "OK",
+            "context": "response",
+            "data": None,
+            "messageCount": 1,
+        }
         assert client.request("status")["id"] == tls_node.node_id
     finally:
         client.close()
@@ -119,10 +125,24 @@ def test_a_plaintext_client_gets_no_welcome_and_the_node_keeps_serving(tls_node,
 
 def test_missing_certificate_files_stop_the_node_with_exit_code_1(tmp_path: Path):
     result = subprocess.run(
-        [sys.executable, "-m", "roomcast", "start", "--socket-port", str(free_port()),
-         "--web-port", "0", "--tls-cert", str(tmp_path / "none.pem"),
-         "--tls-key", str(tmp_path / "none.key")],
-        capture_output=True, text=True, timeout=30,
-        env={k: v for k, v in os.environ.items() if not k.startswith("ROOMCAST_")})
+        [
+            sys.executable,
+            "-m",
+            "roomcast",
+            "start",
+            "--socket-port",
+            str(free_port()),
+            "--web-port",
+            "0",
+            "--tls-cert",
+            str(tmp_path / "none.pem"),
+            "--tls-key",
+            str(tmp_path / "none.key"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ROOMCAST_")},
+    )
     assert result.returncode == 1
     assert "could not start" in result.stderr

@@ -32,4 +32,5 @@ def members_only(connection, room):
 def initialize(api):
     """Runs once at start, after the actions of this module are registered."""
     api.chat_room.add_middleware(
-        ChatMiddleware(name="shout", on_say_receive=shout, join=members_only))
+        ChatMiddleware(name="shout", on_say_receive=shout, join=members_only)
+    )

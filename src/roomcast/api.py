@@ -51,7 +51,7 @@ class Api:
         self.redis = self.cluster.store.redis
         self.chat_room = ChatRoom(self)
         self.actions = Actions(self)
-        self.public_roots: list[Path] = ([Path(config.public)] if config.public else [])
+        self.public_roots: list[Path] = [Path(config.public)] if config.public else []
         self.public_roots.append(STATIC_DIR)
         self.servers: list[Any] = []
         self.started_monotonic = time.monotonic()
@@ -80,8 +80,12 @@ class Api:
         for server in self.servers:
             await server.start()
         self.running = True
-        log.info("roomcast ready %s socket=%s web=%s", self.id,
-                 self.socket_port or "off", self.web_port or "off")
+        log.info(
+            "roomcast ready %s socket=%s web=%s",
+            self.id,
+            self.socket_port or "off",
+            self.web_port or "off",
+        )
 
     async def stop(self) -> None:
         """Graceful shutdown: stop accepting, let actions finish (bounded), leave every room."""

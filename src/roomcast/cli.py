@@ -18,21 +18,25 @@ from roomcast.config import ConfigError, load_config
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="roomcast", description="Real-time chat rooms over TCP and WebSocket.")
+        prog="roomcast", description="Real-time chat rooms over TCP and WebSocket."
+    )
     parser.add_argument("--version", action="version", version=f"roomcast {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     start = commands.add_parser("start", help="run a node in the foreground")
     start.add_argument("--config", help="TOML settings file")
     start.add_argument("--id", help="node id (default: hostname-pid)")
     start.add_argument("--bind", help="address of every listener (default 127.0.0.1)")
-    start.add_argument("--socket-port", type=int, help="TCP line protocol port; 0 disables "
-                       "(default 5000)")
-    start.add_argument("--web-port", type=int, help="HTTP + WebSocket port; 0 disables "
-                       "(default 8080)")
+    start.add_argument(
+        "--socket-port", type=int, help="TCP line protocol port; 0 disables (default 5000)"
+    )
+    start.add_argument(
+        "--web-port", type=int, help="HTTP + WebSocket port; 0 disables (default 8080)"
+    )
     start.add_argument("--redis-url", help="key store Redis (default: embedded, one node)")
     start.add_argument("--pubsub-url", help="pub/sub Redis (default: --redis-url)")
-    start.add_argument("--actions", action="append", help="directory of action modules "
-                       "(repeatable)")
+    start.add_argument(
+        "--actions", action="append", help="directory of action modules (repeatable)"
+    )
     start.add_argument("--public", help="directory of static files")
     start.add_argument("--server-token", help="shared cluster secret")
     start.add_argument("--tls-cert", help="PEM certificate: the TCP server speaks TLS")

@@ -80,18 +80,37 @@ class Config:
 
 
 #: The settings that are also CLI flags and ``ROOMCAST_*`` variables.
-FLAGS = ("id", "bind", "socket_port", "web_port", "redis_url", "pubsub_url", "actions",
-         "public", "server_token", "tls_cert", "tls_key", "log_level")
-_SECTIONS = {"chat": ChatSettings, "socket": SocketSettings, "web": WebSettings,
-             "cluster": ClusterSettings}
+FLAGS = (
+    "id",
+    "bind",
+    "socket_port",
+    "web_port",
+    "redis_url",
+    "pubsub_url",
+    "actions",
+    "public",
+    "server_token",
+    "tls_cert",
+    "tls_key",
+    "log_level",
+)
+_SECTIONS = {
+    "chat": ChatSettings,
+    "socket": SocketSettings,
+    "web": WebSettings,
+    "cluster": ClusterSettings,
+}
 
 
 class ConfigError(ValueError):
     pass
 
 
-def load_config(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
-                config_file: str | Path | None = None) -> Config:
+def load_config(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> Config:
     """Merge defaults, ``config_file``, ``env`` (``ROOMCAST_*``) and ``flags`` (non-None)."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
@@ -126,8 +145,9 @@ def load_config(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] |
             raise ConfigError(f"unknown setting(s) in [{name}]: {', '.join(sorted(unknown))}")
         defaults = cls()
         for key, value in table.items():
-            _check_setting(f"[{name}] {key}", getattr(defaults, key), value,
-                           zero_ok=key in _ZERO_MEANS_OFF)
+            _check_setting(
+                f"[{name}] {key}", getattr(defaults, key), value, zero_ok=key in _ZERO_MEANS_OFF
+            )
         setattr(config, name, cls(**table))
     return config
 
@@ -153,7 +173,8 @@ def _check_setting(where: str, default: Any, value: Any, *, zero_ok: bool) -> No
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, not {value!r}")
     elif isinstance(default, list) and (
-            not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+        not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+    ):
         raise ConfigError(f"{where} must be a list of strings, not {value!r}")
 
 

@@ -42,15 +42,36 @@ class Connection:
 
     # Slots keep the core fields compact; "__dict__" still lets code set its own
     # attributes on a connection (ActionHero apps mark connections that way).
-    __slots__ = ("__dict__", "__weakref__", "_tasks", "api", "connected_at", "destroyed",
-                 "fingerprint", "id", "message_count", "params", "pending_actions",
-                 "remote_ip", "remote_port", "rooms", "total_actions")
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_tasks",
+        "api",
+        "connected_at",
+        "destroyed",
+        "fingerprint",
+        "id",
+        "message_count",
+        "params",
+        "pending_actions",
+        "remote_ip",
+        "remote_port",
+        "rooms",
+        "total_actions",
+    )
     type: str = "test"
     framing: str = "json"
     can_chat: bool = True
 
-    def __init__(self, api: Api, *, remote_ip: str = "127.0.0.1", remote_port: int = 0,
-                 id: str | None = None, fingerprint: str | None = None) -> None:
+    def __init__(
+        self,
+        api: Api,
+        *,
+        remote_ip: str = "127.0.0.1",
+        remote_port: int = 0,
+        id: str | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
         self.api = api
         self.id: str = id or new_id()
         self.fingerprint: str = fingerprint or self.id
@@ -200,4 +221,3 @@ class Connections:
             self._by_id.pop(connection.id, None)
             connection.goodbye()
             connection.close_transport()
-

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("roomcast.dispatch")
 
 
-async def answer(connection: Connection, request: Request, message_count: int,
-                 message_id: Any = None) -> dict[str, Any]:
+async def answer(
+    connection: Connection, request: Request, message_count: int, message_id: Any = None
+) -> dict[str, Any]:
     """Run a verb, action or invalid request and return the reply to send."""
     if isinstance(request, VerbRequest):
         try:
@@ -30,8 +31,9 @@ async def answer(connection: Connection, request: Request, message_count: int,
             return replies.verb_failed(str(error), message_count, message_id)
         except Exception as error:
             log.warning("verb %s failed: %r", request.verb, error)
-            return replies.verb_failed(str(error) or type(error).__name__,
-                                       message_count, message_id)
+            return replies.verb_failed(
+                str(error) or type(error).__name__, message_count, message_id
+            )
         return replies.verb_ok(data, message_count, message_id)
     if isinstance(request, ActionRequest):
         params = dict(connection.params) if request.params is None else request.params

@@ -1,11 +1,11 @@
 """Test helpers for roomcast users: an in-process node and connections you can inspect.
 
-    async with TestNode() as node:
-        alice = await node.connect()
-        await alice.verb("roomAdd", room="defaultRoom")
-        await alice.verb("say", room="defaultRoom", message="hi")
-        assert alice.messages[-1]["message"] == "hi"
-        response = await alice.run_action("status")
+async with TestNode() as node:
+    alice = await node.connect()
+    await alice.verb("roomAdd", room="defaultRoom")
+    await alice.verb("say", room="defaultRoom", message="hi")
+    assert alice.messages[-1]["message"] == "hi"
+    response = await alice.run_action("status")
 """
 
 from __future__ import annotations
@@ -53,11 +53,15 @@ class TestConnection(Connection):
 
     def chat_messages(self, room: str | None = None) -> list[dict[str, Any]]:
         """Chat messages received so far (context ``user``), optionally of one room."""
-        return [m for m in self.messages if isinstance(m, dict) and m.get("context") == "user"
-                and (room is None or m.get("room") == room)]
+        return [
+            m
+            for m in self.messages
+            if isinstance(m, dict)
+            and m.get("context") == "user"
+            and (room is None or m.get("room") == room)
+        ]
 
-    async def wait_for(self, predicate: Callable[[Any], bool],
-                       timeout: float = 5.0) -> Any:
+    async def wait_for(self, predicate: Callable[[Any], bool], timeout: float = 5.0) -> Any:
         """Wait until a received message satisfies ``predicate``; return it."""
         deadline = time.monotonic() + timeout
         while True:

@@ -13,10 +13,21 @@ if TYPE_CHECKING:
     from roomcast.connection import Connection
 
 #: Verbs handled here; ``quit``/``exit`` and ``file`` are handled by each transport.
-VERBS = frozenset({
-    "paramAdd", "paramView", "paramDelete", "paramsView", "paramsDelete",
-    "roomAdd", "roomLeave", "roomView", "detailsView", "documentation", "say",
-})
+VERBS = frozenset(
+    {
+        "paramAdd",
+        "paramView",
+        "paramDelete",
+        "paramsView",
+        "paramsDelete",
+        "roomAdd",
+        "roomLeave",
+        "roomView",
+        "detailsView",
+        "documentation",
+        "say",
+    }
+)
 
 
 class VerbError(Exception):

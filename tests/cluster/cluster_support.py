@@ -98,11 +98,17 @@ class ChatClient:
 
     def chat(self, room: str | None = None) -> list[dict[str, Any]]:
         """Chat messages (context ``user``) received so far, optionally of one room."""
-        return [m for m in self.inbox if isinstance(m, dict) and m.get("context") == "user"
-                and (room is None or m.get("room") == room)]
+        return [
+            m
+            for m in self.inbox
+            if isinstance(m, dict)
+            and m.get("context") == "user"
+            and (room is None or m.get("room") == room)
+        ]
 
-    def wait_chat(self, predicate: Callable[[dict[str, Any]], bool],
-                  timeout: float = 5.0) -> dict[str, Any]:
+    def wait_chat(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
         """Wait for a chat message matching ``predicate``; return it."""
         found: list[dict[str, Any]] = []
 
@@ -122,8 +128,7 @@ class ChatClient:
         reply: dict[str, Any] = self._replies.pop(0)
         return reply
 
-    def action(self, action: str, timeout: float | None = None,
-               **params: Any) -> dict[str, Any]:
+    def action(self, action: str, timeout: float | None = None, **params: Any) -> dict[str, Any]:
         """Call ``action`` with ``params``; returns the reply (``error`` on failure)."""
         return self.request(json.dumps({"action": action, "params": params}), timeout)
 
@@ -170,17 +175,30 @@ class Cluster:
     clients: list[ChatClient] = field(default_factory=list)
     _restarted: list[RedisProcess] = field(default_factory=list)
 
-    def start(self, node_id: str, *extra: str, refusing: bool = False,
-              socket_port: int | None = None) -> NodeProcess:
+    def start(
+        self, node_id: str, *extra: str, refusing: bool = False, socket_port: int | None = None
+    ) -> NodeProcess:
         """Start one node with the test actions (and, if asked, the refusing middleware)."""
-        args = ["--config", str(self.config_path), "--redis-url", self.redis_server.url,
-                "--actions", str(ACTIONS)]
+        args = [
+            "--config",
+            str(self.config_path),
+            "--redis-url",
+            self.redis_server.url,
+            "--actions",
+            str(ACTIONS),
+        ]
         if self.pubsub_server is not None:
             args += ["--pubsub-url", self.pubsub_server.url]
         if refusing:
             args += ["--actions", str(REFUSING)]
-        node = start_node(*args, *extra, node_id=node_id, web_port=0, socket_port=socket_port,
-                          log_dir=self.config_path.parent)
+        node = start_node(
+            *args,
+            *extra,
+            node_id=node_id,
+            web_port=0,
+            socket_port=socket_port,
+            log_dir=self.config_path.parent,
+        )
         self.nodes[node_id] = node
         return node
 
@@ -189,9 +207,13 @@ class Cluster:
         old = self.nodes[node_id]
         log_dir = self.config_path.parent / f"restart-{time.monotonic_ns()}"
         log_dir.mkdir()
-        node = start_node(*old.args[old.args.index("--web-port") + 2:], node_id=node_id,
-                          socket_port=old.socket_port, web_port=0,
-                          log_dir=log_dir)
+        node = start_node(
+            *old.args[old.args.index("--web-port") + 2 :],
+            node_id=node_id,
+            socket_port=old.socket_port,
+            web_port=0,
+            log_dir=log_dir,
+        )
         self.nodes[node_id] = node
         return node
 
@@ -284,13 +306,16 @@ class RedisProxy:
             upstream = socket.create_connection((LOOPBACK, self.target_port))
             self._sockets += [client, upstream]
             silenced = threading.Event()
-            threading.Thread(target=self._to_redis, args=(client, upstream, silenced),
-                             daemon=True).start()
-            threading.Thread(target=self._from_redis, args=(upstream, client, silenced),
-                             daemon=True).start()
+            threading.Thread(
+                target=self._to_redis, args=(client, upstream, silenced), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._from_redis, args=(upstream, client, silenced), daemon=True
+            ).start()
 
-    def _to_redis(self, source: socket.socket, sink: socket.socket,
-                  silenced: threading.Event) -> None:
+    def _to_redis(
+        self, source: socket.socket, sink: socket.socket, silenced: threading.Event
+    ) -> None:
         with contextlib.suppress(OSError):
             while chunk := source.recv(65536):
                 if b"SUBSCRIBE" in chunk.upper() and silenced not in self._subscribers:
@@ -299,8 +324,9 @@ class RedisProxy:
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
 
-    def _from_redis(self, source: socket.socket, sink: socket.socket,
-                    silenced: threading.Event) -> None:
+    def _from_redis(
+        self, source: socket.socket, sink: socket.socket, silenced: threading.Event
+    ) -> None:
         with contextlib.suppress(OSError):
             while chunk := source.recv(65536):
                 if not silenced.is_set():  # a silenced connection hears nothing, ever
@@ -327,5 +353,14 @@ def subscriber_channels(client: redis.Redis, node_id: str) -> int:
     return 0
 
 
-__all__ = ["CONFIG", "PRESENCE_TTL", "RPC_TIMEOUT", "TOKEN", "ChatClient", "Cluster",
-           "forge_publish", "subscriber_channels", "wait_until"]
+__all__ = [
+    "CONFIG",
+    "PRESENCE_TTL",
+    "RPC_TIMEOUT",
+    "TOKEN",
+    "ChatClient",
+    "Cluster",
+    "forge_publish",
+    "subscriber_channels",
+    "wait_until",
+]

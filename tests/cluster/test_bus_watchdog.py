@@ -22,9 +22,16 @@ WATCHDOG_INTERVAL = 0.2
 
 
 def _config(node_id: str, redis_url: str) -> Config:
-    return Config(id=node_id, redis_url=redis_url, server_token=TOKEN, socket_port=0,
-                  web_port=0, cluster=ClusterSettings(presence_ttl=2.0, rpc_timeout=1.0,
-                                                      watchdog_interval=WATCHDOG_INTERVAL))
+    return Config(
+        id=node_id,
+        redis_url=redis_url,
+        server_token=TOKEN,
+        socket_port=0,
+        web_port=0,
+        cluster=ClusterSettings(
+            presence_ttl=2.0, rpc_timeout=1.0, watchdog_interval=WATCHDOG_INTERVAL
+        ),
+    )
 
 
 async def _chat_works(sender: TestConnection, listener: TestConnection, timeout: float) -> None:
@@ -43,9 +50,12 @@ async def _chat_works(sender: TestConnection, listener: TestConnection, timeout:
 
 
 async def test_a_deaf_subscriber_is_detected_and_rebuilt(
-        redis_server: RedisProcess, caplog: pytest.LogCaptureFixture) -> None:
-    async with TestNode(_config("a", redis_server.url)) as node_a, \
-            TestNode(_config("b", redis_server.url)) as node_b:
+    redis_server: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with (
+        TestNode(_config("a", redis_server.url)) as node_a,
+        TestNode(_config("b", redis_server.url)) as node_b,
+    ):
         alice, bob = await node_a.connect(), await node_b.connect()
         await alice.verb("roomAdd", room="defaultRoom")
         await bob.verb("roomAdd", room="defaultRoom")

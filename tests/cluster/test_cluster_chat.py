@@ -40,8 +40,9 @@ def test_say_reaches_every_member_on_every_node_exactly_once(cluster: Cluster) -
         member.wait_chat(lambda m: m["message"] == "fence")
         member.drain(0.3)
 
-    received = [[m for m in member.chat("lobby") if m["message"] == "hello cluster"]
-                for member in members]
+    received = [
+        [m for m in member.chat("lobby") if m["message"] == "hello cluster"] for member in members
+    ]
     assert [len(got) for got in received] == [1, 1, 1, 1]
     first = received[0][0]
     assert set(first) == {"message", "room", "from", "context", "sentAt"}
@@ -66,7 +67,8 @@ def test_messages_of_one_sender_arrive_in_order_on_other_nodes(cluster: Cluster)
 
 
 def test_pubsub_and_key_store_can_be_two_redis_servers(
-        redis_server: RedisProcess, second_redis: RedisProcess, tmp_path: Path) -> None:
+    redis_server: RedisProcess, second_redis: RedisProcess, tmp_path: Path
+) -> None:
     config = tmp_path / "roomcast.toml"
     from cluster_support import CONFIG
 
@@ -80,7 +82,8 @@ def test_pubsub_and_key_store_can_be_two_redis_servers(
         bob.join("split")
         alice.say("split", "over the pub/sub server")
         assert bob.wait_chat(lambda m: m["room"] == "split")["message"] == (
-            "over the pub/sub server")
+            "over the pub/sub server"
+        )
 
         with group.redis() as store, group.pubsub_redis() as pubsub:
             # Members live in the key store only ...
@@ -101,8 +104,9 @@ def test_a_node_without_members_in_a_room_is_not_subscribed_to_it(cluster: Clust
     alice.join("quiet")
     channel = f"{PREFIX}chat:quiet"
     with cluster.redis() as redis:
-        wait_until(lambda: redis.pubsub_numsub(channel) == [(channel, 1)],
-                   message="only node a subscribed")
+        wait_until(
+            lambda: redis.pubsub_numsub(channel) == [(channel, 1)], message="only node a subscribed"
+        )
         base_b = subscriber_channels(redis, "b")
         base_a = subscriber_channels(redis, "a")
         # rpc, node reply and watchdog channels, plus "quiet" on a only.
@@ -114,23 +118,28 @@ def test_a_node_without_members_in_a_room_is_not_subscribed_to_it(cluster: Clust
         assert bob.chat() == []
 
         bob.join("quiet")
-        wait_until(lambda: redis.pubsub_numsub(channel) == [(channel, 2)],
-                   message="node b subscribed once its first member joined")
+        wait_until(
+            lambda: redis.pubsub_numsub(channel) == [(channel, 2)],
+            message="node b subscribed once its first member joined",
+        )
         assert subscriber_channels(redis, "b") == 4
         alice.say("quiet", "now b hears")
         assert bob.wait_chat(lambda m: m["room"] == "quiet")["message"] == "now b hears"
 
         bob.leave("quiet")
-        wait_until(lambda: redis.pubsub_numsub(channel) == [(channel, 1)],
-                   message="node b unsubscribed once its last member left")
+        wait_until(
+            lambda: redis.pubsub_numsub(channel) == [(channel, 1)],
+            message="node b unsubscribed once its last member left",
+        )
         assert subscriber_channels(redis, "b") == 3
 
 
 def test_room_status_counts_members_of_every_node(cluster: Cluster) -> None:
     for node_id in ("a", "b", "c"):
         cluster.start(node_id)
-    clients = {n: [cluster.client(n) for _ in range(count)]
-               for n, count in (("a", 1), ("b", 2), ("c", 3))}
+    clients = {
+        n: [cluster.client(n) for _ in range(count)] for n, count in (("a", 1), ("b", 2), ("c", 3))
+    }
     for group in clients.values():
         for client in group:
             client.join("counted")
@@ -155,8 +164,13 @@ def test_chat_messages_with_a_wrong_server_token_are_ignored(cluster: Cluster) -
     listener = cluster.client("a")
     listener.join("guarded")
     channel = f"{PREFIX}chat:guarded"
-    body = {"message": "forged", "room": "guarded", "from": "mallory", "context": "user",
-            "sentAt": 1}
+    body = {
+        "message": "forged",
+        "room": "guarded",
+        "from": "mallory",
+        "context": "user",
+        "sentAt": 1,
+    }
 
     def envelope(token: str, text: str) -> bytes:
         header = {"serverToken": token, "serverId": "intruder"}
@@ -170,8 +184,9 @@ def test_chat_messages_with_a_wrong_server_token_are_ignored(cluster: Cluster) -
     listener.wait_chat(lambda m: m["message"] == "token ok")
     listener.drain(0.2)
     assert [m["message"] for m in listener.chat("guarded")] == ["token ok"]
-    wait_until(lambda: "wrong serverToken" in cluster.nodes["a"].log,
-               message="the dropped message logged")
+    wait_until(
+        lambda: "wrong serverToken" in cluster.nodes["a"].log, message="the dropped message logged"
+    )
 
 
 def test_every_node_serves_the_same_rooms(cluster: Cluster) -> None:

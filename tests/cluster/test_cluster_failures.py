@@ -58,8 +58,12 @@ def test_a_killed_nodes_members_vanish_within_presence_ttl(cluster: Cluster) -> 
 
     killed = time.monotonic()
     cluster.nodes["b"].kill()
-    wait_until(lambda: _members_count(alice, "crash") == 2, timeout=PRESENCE_TTL + SLACK,
-               interval=0.05, message="b's members reaped")
+    wait_until(
+        lambda: _members_count(alice, "crash") == 2,
+        timeout=PRESENCE_TTL + SLACK,
+        interval=0.05,
+        message="b's members reaped",
+    )
     reaped_after = time.monotonic() - killed
     assert reaped_after <= PRESENCE_TTL + SLACK
     assert cluster.members("crash") == {alice.id, carol.id}
@@ -125,7 +129,8 @@ def test_sigterm_of_one_node_removes_its_members_and_the_rest_go_on(cluster: Clu
     assert _members_count(carol, "graceful") == 2
     started = time.monotonic()
     assert alice.action("addMember", connectionId=bob.id, room="graceful")["error"] == (
-        "connection not found")
+        "connection not found"
+    )
     assert time.monotonic() - started < RPC_TIMEOUT / 2
 
 
@@ -139,12 +144,18 @@ def test_a_stalled_node_is_reaped_and_writes_its_members_again(cluster: Cluster)
     node_b = cluster.nodes["b"]
     os.kill(node_b.pid, signal.SIGSTOP)
     try:
-        wait_until(lambda: cluster.members("stall") == {alice.id}, timeout=PRESENCE_TTL + SLACK,
-                   message="the stalled node reaped")
+        wait_until(
+            lambda: cluster.members("stall") == {alice.id},
+            timeout=PRESENCE_TTL + SLACK,
+            message="the stalled node reaped",
+        )
     finally:
         os.kill(node_b.pid, signal.SIGCONT)
-    wait_until(lambda: cluster.members("stall") == {alice.id, bob.id}, timeout=PRESENCE_TTL,
-               message="b wrote its members again")
+    wait_until(
+        lambda: cluster.members("stall") == {alice.id, bob.id},
+        timeout=PRESENCE_TTL,
+        message="b wrote its members again",
+    )
     assert "heartbeat had lapsed" in node_b.log
     _chat_works(alice, bob, "stall", timeout=5)
 
@@ -161,8 +172,10 @@ def test_chat_resumes_after_redis_restarts_without_restarting_nodes(cluster: Clu
     cluster.kill_redis()
     try:
         for node in cluster.nodes.values():
-            wait_until(lambda node=node: "Redis pub/sub connection lost" in node.log,
-                       message=f"{node.node_id} noticed the outage")
+            wait_until(
+                lambda node=node: "Redis pub/sub connection lost" in node.log,
+                message=f"{node.node_id} noticed the outage",
+            )
         # Nodes stay up and keep their connections; chat on one node still works.
         alice.say("outage", "local only")
         assert alice2.wait_chat(lambda m: m["message"] == "local only")["from"] == alice.id
@@ -175,8 +188,10 @@ def test_chat_resumes_after_redis_restarts_without_restarting_nodes(cluster: Clu
     # Redis came back empty: the nodes write their rooms and members again by themselves.
     _chat_works(alice, bob, "outage", timeout=10)
     _chat_works(bob, alice2, "outage", timeout=5)
-    wait_until(lambda: cluster.members("outage") == {alice.id, alice2.id, bob.id},
-               message="members written again")
+    wait_until(
+        lambda: cluster.members("outage") == {alice.id, alice2.id, bob.id},
+        message="members written again",
+    )
     assert cluster.members("bobs-room") == {bob.id}
     with cluster.redis() as redis:
         assert {"defaultRoom", "outage", "bobs-room"} <= redis.smembers(f"{PREFIX}rooms")
@@ -199,7 +214,8 @@ def test_a_killed_pubsub_connection_is_rebuilt(cluster: Cluster) -> None:
 
 
 def test_a_subscriber_that_silently_stops_hearing_is_rebuilt(
-        redis_server: RedisProcess, tmp_path: Path) -> None:
+    redis_server: RedisProcess, tmp_path: Path
+) -> None:
     # Pub/sub goes through a proxy that can swallow what Redis sends to subscribers.
     proxy = RedisProxy(redis_server.port)
     config = tmp_path / "roomcast.toml"
@@ -214,8 +230,11 @@ def test_a_subscriber_that_silently_stops_hearing_is_rebuilt(
         _chat_works(alice, bob, "deaf", timeout=5)
 
         assert proxy.silence_subscribers() == 1  # b's one subscriber connection
-        wait_until(lambda: "rebuilding the subscriber" in group.nodes["b"].log,
-                   timeout=5 * WATCHDOG_INTERVAL, message="the watchdog noticed")
+        wait_until(
+            lambda: "rebuilding the subscriber" in group.nodes["b"].log,
+            timeout=5 * WATCHDOG_INTERVAL,
+            message="the watchdog noticed",
+        )
         # Only the rebuilt subscriber can hear this; the old one stays deaf.
         _chat_works(alice, bob, "deaf", timeout=5)
         assert group.nodes["b"].process.poll() is None
@@ -232,15 +251,17 @@ def test_members_come_back_when_redis_loses_its_data(cluster: Cluster) -> None:
     bob.join("flushed")
     with cluster.redis() as redis:
         redis.flushall()  # no reconnect: only the lapsed heartbeats tell the nodes
-        wait_until(lambda: cluster.members("flushed") == {alice.id, bob.id},
-                   timeout=PRESENCE_TTL, message="members written again")
+        wait_until(
+            lambda: cluster.members("flushed") == {alice.id, bob.id},
+            timeout=PRESENCE_TTL,
+            message="members written again",
+        )
         assert {"defaultRoom", "flushed"} <= redis.smembers(f"{PREFIX}rooms")
         assert redis.smembers(f"{PREFIX}nodes") == {"a", "b"}
     _chat_works(bob, alice, "flushed", timeout=3)
 
 
-def test_a_node_starts_without_redis_and_joins_the_cluster_when_it_comes(
-        cluster: Cluster) -> None:
+def test_a_node_starts_without_redis_and_joins_the_cluster_when_it_comes(cluster: Cluster) -> None:
     cluster.start("a")
     cluster.kill_redis()
     late = cluster.start("b")  # still becomes ready, serving its own clients
@@ -249,10 +270,13 @@ def test_a_node_starts_without_redis_and_joins_the_cluster_when_it_comes(
     assert bob.rooms() == []
     cluster.restart_redis()
     alice = cluster.client("a")
-    wait_until(lambda: alice.request("roomAdd defaultRoom")["status"] == "OK",
-               message="a writes defaultRoom again")
-    wait_until(lambda: bob.request("roomAdd defaultRoom")["status"] == "OK",
-               message="b can use Redis")
+    wait_until(
+        lambda: alice.request("roomAdd defaultRoom")["status"] == "OK",
+        message="a writes defaultRoom again",
+    )
+    wait_until(
+        lambda: bob.request("roomAdd defaultRoom")["status"] == "OK", message="b can use Redis"
+    )
     _chat_works(alice, bob, "defaultRoom", timeout=5)
     assert cluster.members("defaultRoom") == {alice.id, bob.id}
 
@@ -270,7 +294,8 @@ def test_a_node_stops_cleanly_while_redis_is_down(cluster: Cluster) -> None:
 
 
 def test_leaves_during_a_partition_reach_redis_when_it_is_reachable_again(
-        redis_server: RedisProcess, tmp_path: Path) -> None:
+    redis_server: RedisProcess, tmp_path: Path
+) -> None:
     # Node a reaches Redis through a proxy that can cut it off; Redis keeps its data.
     proxy = RedisProxy(redis_server.port)
     config = tmp_path / "roomcast.toml"
@@ -289,8 +314,11 @@ def test_leaves_during_a_partition_reach_redis_when_it_is_reachable_again(
         assert group.members("split") == {alice.id, leaver.id, bob.id}  # stale, for now
         proxy.mend()
 
-        wait_until(lambda: group.members("split") == {alice.id, bob.id},
-                   timeout=PRESENCE_TTL, message="the stale membership removed")
+        wait_until(
+            lambda: group.members("split") == {alice.id, bob.id},
+            timeout=PRESENCE_TTL,
+            message="the stale membership removed",
+        )
         _chat_works(bob, alice, "split", timeout=5)
     finally:
         group.close()

@@ -81,15 +81,22 @@ def test_destroy_removes_the_members_of_every_node(cluster: Cluster) -> None:
     assert clients[1].action("destroyRoom", room="doomed")["destroyed"] is True
     for client in clients:
         notice = client.wait_chat(lambda m: m["room"] == "doomed")
-        assert notice == {"message": "this room has been deleted", "room": "doomed", "from": 0,
-                          "context": "user", "sentAt": notice["sentAt"]}
+        assert notice == {
+            "message": "this room has been deleted",
+            "room": "doomed",
+            "from": 0,
+            "context": "user",
+            "sentAt": notice["sentAt"],
+        }
         assert client.rooms() == []
     assert clients[0].action("roomStatus", room="doomed")["error"] == "room does not exist"
     with cluster.redis() as client:
         assert client.exists(f"{PREFIX}members:doomed") == 0
         channel = f"{PREFIX}chat:doomed"
-        wait_until(lambda: client.pubsub_numsub(channel) == [(channel, 0)],
-                   message="every node unsubscribed")
+        wait_until(
+            lambda: client.pubsub_numsub(channel) == [(channel, 0)],
+            message="every node unsubscribed",
+        )
 
 
 def test_a_connection_no_node_owns_is_not_found_without_waiting(cluster: Cluster) -> None:
@@ -119,10 +126,17 @@ def test_rpc_times_out_after_rpc_timeout(cluster: Cluster) -> None:
     assert RPC_TIMEOUT <= elapsed < RPC_TIMEOUT + 1.0
 
 
-def _forged_request(token: str, method: str, args: list[Any],
-                    connection_id: str | None) -> bytes:
-    return json.dumps({"serverToken": token, "serverId": "intruder", "id": "intruder:1",
-                       "method": method, "args": args, "connectionId": connection_id}).encode()
+def _forged_request(token: str, method: str, args: list[Any], connection_id: str | None) -> bytes:
+    return json.dumps(
+        {
+            "serverToken": token,
+            "serverId": "intruder",
+            "id": "intruder:1",
+            "method": method,
+            "args": args,
+            "connectionId": connection_id,
+        }
+    ).encode()
 
 
 def _replies(pubsub: redis.client.PubSub, seconds: float) -> list[dict[str, Any]]:
@@ -148,19 +162,24 @@ def test_rpc_requests_with_a_wrong_token_are_ignored(cluster: Cluster) -> None:
         assert bob.rooms() == []
 
         # With the cluster's token the same request is served: the channel was right.
-        client.publish(RPC_CHANNEL, _forged_request(TOKEN, "chat.add_member",
-                                                    [bob.id, "target"], bob.id))
+        client.publish(
+            RPC_CHANNEL, _forged_request(TOKEN, "chat.add_member", [bob.id, "target"], bob.id)
+        )
         replies: list[dict[str, Any]] = []
-        wait_until(lambda: replies.extend(_replies(pubsub, 0.1)) or len(replies) == 2,
-                   message="both nodes answered")
+        wait_until(
+            lambda: replies.extend(_replies(pubsub, 0.1)) or len(replies) == 2,
+            message="both nodes answered",
+        )
     assert sorted(replies, key=lambda r: r["serverId"]) == [
         {"serverToken": TOKEN, "serverId": "a", "id": "intruder:1", "notOwner": True},
         {"serverToken": TOKEN, "serverId": "b", "id": "intruder:1", "result": True},
     ]
     assert bob.rooms() == ["target"]
     for node in cluster.nodes.values():
-        wait_until(lambda node=node: "RPC request with a wrong serverToken" in node.log,
-                   message="the drop logged")
+        wait_until(
+            lambda node=node: "RPC request with a wrong serverToken" in node.log,
+            message="the drop logged",
+        )
 
 
 def test_only_registered_methods_can_be_called(cluster: Cluster) -> None:
@@ -171,10 +190,14 @@ def test_only_registered_methods_can_be_called(cluster: Cluster) -> None:
         forged = _forged_request(TOKEN, "os.system", ["echo owned"], None)
         assert client.publish(RPC_CHANNEL, forged) == 2
         replies: list[dict[str, Any]] = []
-        wait_until(lambda: replies.extend(_replies(pubsub, 0.2)) or len(replies) >= 2,
-                   message="both nodes refused")
+        wait_until(
+            lambda: replies.extend(_replies(pubsub, 0.2)) or len(replies) >= 2,
+            message="both nodes refused",
+        )
     assert sorted((r["serverId"], r["error"]) for r in replies) == [
-        ("a", "unknown RPC method (os.system)"), ("b", "unknown RPC method (os.system)")]
+        ("a", "unknown RPC method (os.system)"),
+        ("b", "unknown RPC method (os.system)"),
+    ]
     assert all("result" not in r for r in replies)
     for node in cluster.nodes.values():
         assert "refused RPC for unregistered method 'os.system'" in node.log

@@ -18,8 +18,14 @@ from websupport import WELCOME, create_room, unique_room
 
 from support import LOOPBACK, LineClient, NodeProcess, start_node, wait_until
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 TIMEOUT_MS = 10_000
 
 
@@ -37,16 +43,19 @@ def chromium_executable() -> str | None:
 async def browser() -> AsyncIterator[Any]:
     executable = chromium_executable()
     if executable is None:
-        pytest.skip("no Chromium found (install Debian's 'chromium' package) - browser test "
-                    "not run")
+        pytest.skip(
+            "no Chromium found (install Debian's 'chromium' package) - browser test not run"
+        )
     try:
         from playwright.async_api import async_playwright
     except ImportError as error:
-        pytest.skip(f"the playwright Python package is not installed ({error}) - browser "
-                    "test not run")
+        pytest.skip(
+            f"the playwright Python package is not installed ({error}) - browser test not run"
+        )
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable, headless=True,
-                                                   args=CHROMIUM_ARGS)
+        browser = await playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
+        )
         try:
             yield browser
         finally:
@@ -80,7 +89,8 @@ class ChatPage:
     async def in_room(self, room: str) -> None:
         """Wait until ``room`` is joined and is the room on screen."""
         await self.expect(
-            self.page.locator(f'#rooms .room.active[data-room="{room}"]')).to_have_count(1)
+            self.page.locator(f'#rooms .room.active[data-room="{room}"]')
+        ).to_have_count(1)
 
     async def send(self, text: str) -> None:
         box = self.page.locator("#message-input")
@@ -89,7 +99,8 @@ class ChatPage:
 
     async def sees_once(self, text: str) -> None:
         await self.expect(
-            self.page.locator("#messages .message .text", has_text=text)).to_have_count(1)
+            self.page.locator("#messages .message .text", has_text=text)
+        ).to_have_count(1)
 
     async def client_id(self) -> str:
         return str(await self.page.evaluate("() => document.querySelector('#me').title"))
@@ -221,13 +232,21 @@ async def test_the_browser_client_api(browser, web_node):
     counts = [reply["messageCount"] for reply in out["replies"]]
     assert len(set(counts)) == 4
 
-    assert out["again"] == {"message": f"connection already in this room ({room})",
-                            "code": "server"}
-    assert out["actionError"] == {"message": "name is a required parameter for this action",
-                                  "code": "server"}
-    assert out["heard"] == {"message": "from the javascript api", "room": room,
-                            "from": out["id"], "context": "user",
-                            "sentAt": out["heard"]["sentAt"]}
+    assert out["again"] == {
+        "message": f"connection already in this room ({room})",
+        "code": "server",
+    }
+    assert out["actionError"] == {
+        "message": "name is a required parameter for this action",
+        "code": "server",
+    }
+    assert out["heard"] == {
+        "message": "from the javascript api",
+        "room": room,
+        "from": out["id"],
+        "context": "user",
+        "sentAt": out["heard"]["sentAt"],
+    }
     assert "RoomcastClient" in out["file"]["content"]
     assert out["callback"] == {"error": None, "id": out["id"]}
     assert out["rooms"] == [room]
@@ -253,12 +272,14 @@ async def test_the_page_reconnects_and_rejoins_its_room_after_a_server_restart(b
         node = start_node(socket_port=node.socket_port, web_port=node.web_port)
 
         # Back with a new connection, in the same room (the new node had to re-create it).
-        await page.expect(page.page.locator("#status")).to_have_text("connected",
-                                                                       timeout=20_000)
+        await page.expect(page.page.locator("#status")).to_have_text("connected", timeout=20_000)
         await page.in_room(room)
         tcp, tcp_id = await asyncio.to_thread(
-            wait_until, lambda: _try_tcp_join(node.socket_port, room), 10,
-            message="the page to re-create its room")
+            wait_until,
+            lambda: _try_tcp_join(node.socket_port, room),
+            10,
+            message="the page to re-create its room",
+        )
         new_id = await page.client_id()
         assert new_id != first_id
 

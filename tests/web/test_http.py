@@ -49,8 +49,9 @@ def get(node: NodeProcess, target: str, **kwargs) -> HttpReply:
 
 
 def post(node: NodeProcess, target: str, body: bytes, content_type: str) -> HttpReply:
-    return http_request(node.web_port, "POST", target, body=body,
-                        headers={"Content-Type": content_type})
+    return http_request(
+        node.web_port, "POST", target, body=body, headers={"Content-Type": content_type}
+    )
 
 
 def assert_json(reply: HttpReply, status: int, body: dict) -> None:
@@ -74,38 +75,49 @@ def test_get_runs_an_action(web_node):
 
 def test_get_takes_params_from_the_query_string(web_node):
     name = unique_room("query")
-    assert_json(get(web_node, f"/api/createChatRoom?{urlencode({'name': name})}"), 200,
-                {"didCreate": True})
+    assert_json(
+        get(web_node, f"/api/createChatRoom?{urlencode({'name': name})}"), 200, {"didCreate": True}
+    )
 
 
 def test_post_takes_params_from_a_form_body(web_node):
     name = unique_room("form")
-    reply = post(web_node, "/api/createChatRoom", urlencode({"name": name}).encode(),
-                 "application/x-www-form-urlencoded")
+    reply = post(
+        web_node,
+        "/api/createChatRoom",
+        urlencode({"name": name}).encode(),
+        "application/x-www-form-urlencoded",
+    )
     assert_json(reply, 200, {"didCreate": True})
 
 
 def test_post_takes_params_from_a_multipart_form_body(web_node):
     name = unique_room("multipart")
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n"
-            f"{name}\r\n--{boundary}--\r\n").encode()
-    reply = post(web_node, "/api/createChatRoom", body,
-                 f"multipart/form-data; boundary={boundary}")
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\n'
+        f"{name}\r\n--{boundary}--\r\n"
+    ).encode()
+    reply = post(web_node, "/api/createChatRoom", body, f"multipart/form-data; boundary={boundary}")
     assert_json(reply, 200, {"didCreate": True})
 
 
 def test_post_takes_params_from_a_json_body(web_node):
     name = unique_room("json")
-    reply = post(web_node, "/api/createChatRoom", json.dumps({"name": name}).encode(),
-                 "application/json")
+    reply = post(
+        web_node, "/api/createChatRoom", json.dumps({"name": name}).encode(), "application/json"
+    )
     assert_json(reply, 200, {"didCreate": True})
 
 
 def test_post_takes_params_from_the_query_string_too(web_node):
     name = unique_room("postquery")
-    reply = post(web_node, f"/api/createChatRoom?{urlencode({'name': name})}", b"",
-                 "application/x-www-form-urlencoded")
+    reply = post(
+        web_node,
+        f"/api/createChatRoom?{urlencode({'name': name})}",
+        b"",
+        "application/x-www-form-urlencoded",
+    )
     assert_json(reply, 200, {"didCreate": True})
 
 
@@ -121,10 +133,14 @@ def test_a_room_created_over_http_can_be_joined_over_tcp(web_node):
 
 
 def test_unknown_action_is_404(web_node):
-    assert_json(get(web_node, "/api/noSuchAction"), 404,
-                {"error": "unknown action or invalid apiVersion"})
-    assert_json(post(web_node, "/api/noSuchAction", b"{}", "application/json"), 404,
-                {"error": "unknown action or invalid apiVersion"})
+    assert_json(
+        get(web_node, "/api/noSuchAction"), 404, {"error": "unknown action or invalid apiVersion"}
+    )
+    assert_json(
+        post(web_node, "/api/noSuchAction", b"{}", "application/json"),
+        404,
+        {"error": "unknown action or invalid apiVersion"},
+    )
 
 
 @pytest.mark.parametrize("path", ["/api/", "/api"])
@@ -133,15 +149,17 @@ def test_api_without_an_action_name_is_a_json_404(web_node, path):
 
 
 def test_missing_required_param_is_422(web_node):
-    assert_json(get(web_node, "/api/createChatRoom"), 422,
-                {"error": "name is a required parameter for this action"})
+    assert_json(
+        get(web_node, "/api/createChatRoom"),
+        422,
+        {"error": "name is a required parameter for this action"},
+    )
 
 
 def test_an_action_error_is_400_with_its_message(web_node):
     name = unique_room("twice")
     assert get(web_node, f"/api/createChatRoom?name={name}").status == 200
-    assert_json(get(web_node, f"/api/createChatRoom?name={name}"), 400,
-                {"error": "room exists"})
+    assert_json(get(web_node, f"/api/createChatRoom?name={name}"), 400, {"error": "room exists"})
 
 
 def test_a_json_body_that_does_not_parse_is_400(web_node):
@@ -199,8 +217,13 @@ def test_serves_the_chat_page_by_default(web_node):
     reply = get(web_node, "/chat.html")
     assert reply.status == 200
     assert reply.headers.get_content_type() == "text/html"
-    for element_id in (b'id="messages"', b'id="message-input"', b'id="rooms"',
-                       b'id="members"', b'id="status"'):
+    for element_id in (
+        b'id="messages"',
+        b'id="message-input"',
+        b'id="rooms"',
+        b'id="members"',
+        b'id="status"',
+    ):
         assert element_id in reply.body
     assert b"roomcast.js" in reply.body
 
@@ -246,8 +269,11 @@ def test_paths_escaping_the_public_directory_are_refused(web_node, target):
 @pytest.mark.parametrize("style", ["plain", "double-slash", "encoded"])
 def test_absolute_paths_are_refused(web_node, site, style):
     absolute = str(site / "secret.txt")
-    target = {"plain": absolute, "double-slash": "/" + absolute,
-              "encoded": "/" + quote(absolute, safe="")}[style]
+    target = {
+        "plain": absolute,
+        "double-slash": "/" + absolute,
+        "encoded": "/" + quote(absolute, safe=""),
+    }[style]
     reply = get(web_node, target)
     assert reply.status in (400, 403, 404), (reply.status, reply.body)
     assert SECRET.encode() not in reply.body

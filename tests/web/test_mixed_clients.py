@@ -21,8 +21,9 @@ def tcp_join(port: int, room: str) -> tuple[LineClient, str]:
     return client, client.request("detailsView")["data"]["id"]
 
 
-def tcp_request_keeping_chat(client: LineClient,
-                             line: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def tcp_request_keeping_chat(
+    client: LineClient, line: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Send ``line``; return its reply and the chat messages that arrived before it."""
     client.send_line(line)
     chat: list[dict[str, Any]] = []
@@ -83,10 +84,12 @@ async def test_everyone_receives_each_message_exactly_once(web_node, room):
         # every member's stream holds the messages in this order.
         before = now_ms()
         tcp_reply, tcp_heard = await asyncio.to_thread(
-            tcp_request_keeping_chat, tcp, f"say {room} hello from telnet")
+            tcp_request_keeping_chat, tcp, f"say {room} hello from telnet"
+        )
         assert tcp_reply["status"] == "OK"
-        raw_reply = await raw.request({"event": "say", "room": room,
-                                       "message": "hello from a raw websocket"})
+        raw_reply = await raw.request(
+            {"event": "say", "room": room, "message": "hello from a raw websocket"}
+        )
         assert raw_reply["status"] == "OK"
         await python_tcp.say(room, "hello from the python socket client")
         await python_ws.say(room, "hello from the python websocket client")
@@ -133,7 +136,8 @@ async def test_a_websocket_user_and_a_tcp_user_talk_both_ways(web_node, room):
 
             await ws.say(room, "pong from websocket")
             answer = await asyncio.to_thread(
-                tcp.read_until, lambda m: m.get("message") == "pong from websocket")
+                tcp.read_until, lambda m: m.get("message") == "pong from websocket"
+            )
             assert answer["from"] == ws_id and answer["room"] == room
         finally:
             tcp.close()

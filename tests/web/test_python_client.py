@@ -145,8 +145,13 @@ async def test_say_calls_sync_and_async_handlers_of_every_member(make_client, ro
 
     await wait_for(lambda: sync_seen and async_seen, 5, message="bob's handlers")
     (message,) = sync_seen
-    assert message == {"message": "hi bob", "room": room, "from": alice_id,
-                       "context": "user", "sentAt": message["sentAt"]}
+    assert message == {
+        "message": "hi bob",
+        "room": room,
+        "from": alice_id,
+        "context": "user",
+        "sentAt": message["sentAt"],
+    }
     assert before - 1000 <= message["sentAt"] <= now_ms() + 1000
     assert async_seen == [message]
     # The sender hears itself too, through the queue every client keeps.

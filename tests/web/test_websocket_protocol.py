@@ -49,8 +49,10 @@ async def test_the_first_frame_is_the_welcome(open_ws):
     client = await open_ws()
     frame = await client.ws.receive(5)
     assert frame.type == aiohttp.WSMsgType.TEXT
-    assert json.loads(frame.data) == {"welcome": "Hello! Welcome to the roomcast api",
-                                      "context": "api"}
+    assert json.loads(frame.data) == {
+        "welcome": "Hello! Welcome to the roomcast api",
+        "context": "api",
+    }
 
 
 # roomAdd / roomLeave / roomView -----------------------------------------------------------
@@ -59,34 +61,55 @@ async def test_the_first_frame_is_the_welcome(open_ws):
 async def test_room_add_answers_ok_with_message_count_and_message_id(open_ws, room):
     client = await welcomed(open_ws)
     reply = await client.request({"event": "roomAdd", "room": room, "messageId": "join-1"})
-    assert reply == {"status": "OK", "context": "response", "data": True, "messageCount": 1,
-                     "messageId": "join-1"}
+    assert reply == {
+        "status": "OK",
+        "context": "response",
+        "data": True,
+        "messageCount": 1,
+        "messageId": "join-1",
+    }
 
 
 async def test_room_add_twice_is_refused_with_the_chat_error(open_ws, room):
     client = await welcomed(open_ws)
     await client.request({"event": "roomAdd", "room": room})
     reply = await client.request({"event": "roomAdd", "room": room, "messageId": 2})
-    assert reply == {"status": f"connection already in this room ({room})",
-                     "context": "response", "data": False, "messageCount": 2, "messageId": 2}
+    assert reply == {
+        "status": f"connection already in this room ({room})",
+        "context": "response",
+        "data": False,
+        "messageCount": 2,
+        "messageId": 2,
+    }
 
 
 async def test_room_add_of_a_missing_room_is_refused(open_ws):
     client = await welcomed(open_ws)
     reply = await client.request({"event": "roomAdd", "room": unique_room("missing")})
-    assert reply == {"status": "room does not exist", "context": "response", "data": False,
-                     "messageCount": 1}
+    assert reply == {
+        "status": "room does not exist",
+        "context": "response",
+        "data": False,
+        "messageCount": 1,
+    }
 
 
 async def test_room_leave_answers_ok_then_refuses_a_second_leave(open_ws, room):
     client = await welcomed(open_ws)
     await client.request({"event": "roomAdd", "room": room})
     assert await client.request({"event": "roomLeave", "room": room, "messageId": "l"}) == {
-        "status": "OK", "context": "response", "data": True, "messageCount": 2,
-        "messageId": "l"}
+        "status": "OK",
+        "context": "response",
+        "data": True,
+        "messageCount": 2,
+        "messageId": "l",
+    }
     assert await client.request({"event": "roomLeave", "room": room}) == {
-        "status": f"connection not in this room ({room})", "context": "response",
-        "data": False, "messageCount": 3}
+        "status": f"connection not in this room ({room})",
+        "context": "response",
+        "data": False,
+        "messageCount": 3,
+    }
 
 
 async def test_room_view_lists_the_members(open_ws, room):
@@ -97,9 +120,13 @@ async def test_room_view_lists_the_members(open_ws, room):
     await bob.request({"event": "roomAdd", "room": room})
     reply = await alice.request({"event": "roomView", "room": room, "messageId": "v"})
     members = reply["data"]["members"]
-    assert reply == {"status": "OK", "context": "response", "messageCount": 3,
-                     "messageId": "v",
-                     "data": {"room": room, "membersCount": 2, "members": members}}
+    assert reply == {
+        "status": "OK",
+        "context": "response",
+        "messageCount": 3,
+        "messageId": "v",
+        "data": {"room": room, "membersCount": 2, "members": members},
+    }
     assert set(members) == {alice_id, bob_id}
     for member_id, details in members.items():
         assert set(details) == {"id", "joinedAt"}
@@ -110,8 +137,11 @@ async def test_room_view_lists_the_members(open_ws, room):
 async def test_room_view_of_a_room_the_connection_is_not_in_is_refused(open_ws, room):
     client = await welcomed(open_ws)
     assert await client.request({"event": "roomView", "room": room}) == {
-        "status": f"not member of room {room}", "context": "response", "data": False,
-        "messageCount": 1}
+        "status": f"not member of room {room}",
+        "context": "response",
+        "data": False,
+        "messageCount": 1,
+    }
 
 
 # say ------------------------------------------------------------------------------------
@@ -125,14 +155,25 @@ async def test_say_reaches_every_member_once_including_the_sender(open_ws, room)
     await bob.request({"event": "roomAdd", "room": room})
 
     before = now_ms()
-    reply = await alice.request({"event": "say", "room": room, "message": "hello, bob",
-                                 "messageId": "s1"})
-    assert reply == {"status": "OK", "context": "response", "data": None, "messageCount": 3,
-                     "messageId": "s1"}
+    reply = await alice.request(
+        {"event": "say", "room": room, "message": "hello, bob", "messageId": "s1"}
+    )
+    assert reply == {
+        "status": "OK",
+        "context": "response",
+        "data": None,
+        "messageCount": 3,
+        "messageId": "s1",
+    }
     for client in (alice, bob):
         message = await client.next_chat()
-        assert message == {"message": "hello, bob", "room": room, "from": alice_id,
-                           "context": "user", "sentAt": message["sentAt"]}
+        assert message == {
+            "message": "hello, bob",
+            "room": room,
+            "from": alice_id,
+            "context": "user",
+            "sentAt": message["sentAt"],
+        }
         assert before - 1000 <= message["sentAt"] <= now_ms() + 1000
 
     # Exactly once: the next chat message either of them gets is the next one said.
@@ -151,8 +192,11 @@ async def test_say_keeps_a_json_message_as_it_was_sent(open_ws, room):
 async def test_say_to_a_room_the_connection_is_not_in_is_refused(open_ws, room):
     client = await welcomed(open_ws)
     assert await client.request({"event": "say", "room": room, "message": "x"}) == {
-        "status": f"connection not in this room ({room})", "context": "response",
-        "data": False, "messageCount": 1}
+        "status": f"connection not in this room ({room})",
+        "context": "response",
+        "data": False,
+        "messageCount": 1,
+    }
 
 
 # detailsView and the fingerprint ---------------------------------------------------------
@@ -163,10 +207,24 @@ async def test_details_view_describes_the_connection(open_ws, room):
     await client.request({"event": "roomAdd", "room": room})
     reply = await client.request({"event": "detailsView", "messageId": "d"})
     data = reply["data"]
-    assert reply == {"status": "OK", "context": "response", "data": data, "messageCount": 2,
-                     "messageId": "d"}
-    assert set(data) == {"id", "fingerprint", "remoteIP", "remotePort", "params",
-                         "connectedAt", "rooms", "totalActions", "pendingActions"}
+    assert reply == {
+        "status": "OK",
+        "context": "response",
+        "data": data,
+        "messageCount": 2,
+        "messageId": "d",
+    }
+    assert set(data) == {
+        "id",
+        "fingerprint",
+        "remoteIP",
+        "remotePort",
+        "params",
+        "connectedAt",
+        "rooms",
+        "totalActions",
+        "pendingActions",
+    }
     assert data["remoteIP"] == "127.0.0.1"
     assert isinstance(data["remotePort"], int) and data["remotePort"] > 0
     assert data["params"] == {}
@@ -204,8 +262,13 @@ async def test_documentation_lists_the_actions(open_ws):
     client = await welcomed(open_ws)
     reply = await client.request({"event": "documentation", "messageId": "doc"})
     data = reply["data"]
-    assert reply == {"status": "OK", "context": "response", "data": data, "messageCount": 1,
-                     "messageId": "doc"}
+    assert reply == {
+        "status": "OK",
+        "context": "response",
+        "data": data,
+        "messageCount": 1,
+        "messageId": "doc",
+    }
     assert {"status", "createChatRoom"} <= set(data)
     assert data["createChatRoom"]["name"] == "createChatRoom"
     assert data["createChatRoom"]["inputs"] == {"name": {"required": True}}
@@ -217,8 +280,9 @@ async def test_documentation_lists_the_actions(open_ws):
 
 async def test_action_answers_with_the_action_response(open_ws, web_node):
     client = await welcomed(open_ws)
-    reply = await client.request({"event": "action", "params": {"action": "status"},
-                                  "messageId": "a1"})
+    reply = await client.request(
+        {"event": "action", "params": {"action": "status"}, "messageId": "a1"}
+    )
     assert reply["id"] == web_node.node_id
     assert reply["context"] == "response"
     assert reply["messageCount"] == 1
@@ -229,32 +293,39 @@ async def test_action_answers_with_the_action_response(open_ws, web_node):
 async def test_action_create_chat_room_then_room_exists(open_ws):
     client = await welcomed(open_ws)
     name = unique_room("created")
-    assert await client.request({"event": "action", "messageId": 1,
-                                 "params": {"action": "createChatRoom", "name": name}}) == {
-        "didCreate": True, "context": "response", "messageCount": 1, "messageId": 1}
-    assert await client.request({"event": "action", "messageId": 2,
-                                 "params": {"action": "createChatRoom", "name": name}}) == {
-        "error": "room exists", "context": "response", "messageCount": 2, "messageId": 2}
+    assert await client.request(
+        {"event": "action", "messageId": 1, "params": {"action": "createChatRoom", "name": name}}
+    ) == {"didCreate": True, "context": "response", "messageCount": 1, "messageId": 1}
+    assert await client.request(
+        {"event": "action", "messageId": 2, "params": {"action": "createChatRoom", "name": name}}
+    ) == {"error": "room exists", "context": "response", "messageCount": 2, "messageId": 2}
 
 
 async def test_action_errors_are_replies_with_an_error_key(open_ws):
     client = await welcomed(open_ws)
     assert await client.request({"event": "action", "params": {"action": "noSuchAction"}}) == {
-        "error": "unknown action or invalid apiVersion", "context": "response",
-        "messageCount": 1}
+        "error": "unknown action or invalid apiVersion",
+        "context": "response",
+        "messageCount": 1,
+    }
     assert await client.request({"event": "action", "params": {"action": "createChatRoom"}}) == {
-        "error": "name is a required parameter for this action", "context": "response",
-        "messageCount": 2}
+        "error": "name is a required parameter for this action",
+        "context": "response",
+        "messageCount": 2,
+    }
     assert await client.request({"event": "action", "params": {}}) == {
-        "error": "unknown action or invalid apiVersion", "context": "response",
-        "messageCount": 3}
+        "error": "unknown action or invalid apiVersion",
+        "context": "response",
+        "messageCount": 3,
+    }
 
 
 async def test_params_are_not_sticky(open_ws):
     client = await welcomed(open_ws)
     name = unique_room("sticky")
-    first = await client.request({"event": "action",
-                                  "params": {"action": "createChatRoom", "name": name}})
+    first = await client.request(
+        {"event": "action", "params": {"action": "createChatRoom", "name": name}}
+    )
     assert first["didCreate"] is True
     # The name given to the last request is not remembered for this one.
     second = await client.request({"event": "action", "params": {"action": "createChatRoom"}})
@@ -270,10 +341,16 @@ async def test_params_are_not_sticky(open_ws):
 async def test_key_order_does_not_matter(open_ws, room):
     client = await welcomed(open_ws)
     reply = await client.request(f'{{"messageId":"k","room":"{room}","event":"roomAdd"}}')
-    assert reply == {"status": "OK", "context": "response", "data": True, "messageCount": 1,
-                     "messageId": "k"}
+    assert reply == {
+        "status": "OK",
+        "context": "response",
+        "data": True,
+        "messageCount": 1,
+        "messageId": "k",
+    }
     reply = await client.request(
-        f'{{"message":"ordered","messageId":"m","room":"{room}","event":"say"}}')
+        f'{{"message":"ordered","messageId":"m","room":"{room}","event":"say"}}'
+    )
     assert reply["status"] == "OK" and reply["messageId"] == "m"
     assert (await client.next_chat())["message"] == "ordered"
 
@@ -287,8 +364,7 @@ async def test_message_id_is_echoed_as_sent_and_absent_when_not_sent(open_ws):
     assert "messageId" not in reply
 
 
-async def test_pipelined_requests_get_the_message_count_of_the_request_they_answer(open_ws,
-                                                                                    room):
+async def test_pipelined_requests_get_the_message_count_of_the_request_they_answer(open_ws, room):
     client = await welcomed(open_ws)
     frames = [
         {"event": "action", "params": {"action": "status"}, "messageId": "r1"},
@@ -305,40 +381,61 @@ async def test_pipelined_requests_get_the_message_count_of_the_request_they_answ
         reply = await client.reply()
         replies[reply["messageId"]] = reply
     assert {key: reply["messageCount"] for key, reply in replies.items()} == {
-        "r1": 1, "r2": 2, "r3": 3, "r4": 4, "r5": 5, "r6": 6}
+        "r1": 1,
+        "r2": 2,
+        "r3": 3,
+        "r4": 4,
+        "r5": 5,
+        "r6": 6,
+    }
 
 
 # frames that are not requests -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", ["[1, 2, 3]", '"a string"', "42", "null", "not json at all",
-                                  '{"event": "roomAdd"'])
+@pytest.mark.parametrize(
+    "text", ["[1, 2, 3]", '"a string"', "42", "null", "not json at all", '{"event": "roomAdd"']
+)
 async def test_a_frame_that_is_not_a_json_object_gets_a_clear_error(open_ws, room, text):
     client = await welcomed(open_ws)
     reply = await client.request(text)
-    assert reply == {"status": "error", "error": reply["error"], "context": "response",
-                     "messageCount": 1}
+    assert reply == {
+        "status": "error",
+        "error": reply["error"],
+        "context": "response",
+        "messageCount": 1,
+    }
     assert "JSON object" in reply["error"]
     # The connection keeps working, and the bad frame was counted.
     assert await client.request({"event": "roomAdd", "room": room}) == {
-        "status": "OK", "context": "response", "data": True, "messageCount": 2}
+        "status": "OK",
+        "context": "response",
+        "data": True,
+        "messageCount": 2,
+    }
 
 
-async def test_a_binary_frame_gets_a_clear_error_and_the_connection_keeps_working(open_ws,
-                                                                                   room):
+async def test_a_binary_frame_gets_a_clear_error_and_the_connection_keeps_working(open_ws, room):
     client = await welcomed(open_ws)
     reply = await client.request(b'{"event": "detailsView"}')
-    assert reply == {"status": "error",
-                     "error": "binary frames are not supported: send JSON text frames",
-                     "context": "response", "messageCount": 1}
+    assert reply == {
+        "status": "error",
+        "error": "binary frames are not supported: send JSON text frames",
+        "context": "response",
+        "messageCount": 1,
+    }
     assert (await client.request({"event": "roomAdd", "room": room}))["status"] == "OK"
 
 
 async def test_an_unknown_event_is_refused_with_its_message_id(open_ws):
     client = await welcomed(open_ws)
     assert await client.request({"event": "dance", "messageId": "x"}) == {
-        "status": "error", "error": "unknown event (dance)", "context": "response",
-        "messageCount": 1, "messageId": "x"}
+        "status": "error",
+        "error": "unknown event (dance)",
+        "context": "response",
+        "messageCount": 1,
+        "messageId": "x",
+    }
     reply = await client.request({"room": "r"})
     assert reply["status"] == "error" and reply["error"] == "unknown event (None)"
 
@@ -346,23 +443,34 @@ async def test_an_unknown_event_is_refused_with_its_message_id(open_ws):
 async def test_missing_event_arguments_get_the_chat_errors(open_ws, room):
     client = await welcomed(open_ws)
     assert await client.request({"event": "roomAdd"}) == {
-        "status": "a room is required", "context": "response", "data": False,
-        "messageCount": 1}
+        "status": "a room is required",
+        "context": "response",
+        "data": False,
+        "messageCount": 1,
+    }
     await client.request({"event": "roomAdd", "room": room})
     assert await client.request({"event": "say", "room": room}) == {
-        "status": "both room and message are required", "context": "response",
-        "data": False, "messageCount": 3}
+        "status": "both room and message are required",
+        "context": "response",
+        "data": False,
+        "messageCount": 3,
+    }
 
 
 async def test_action_params_that_are_not_an_object_are_refused(open_ws):
     client = await welcomed(open_ws)
     assert await client.request({"event": "action", "params": ["status"], "messageId": 9}) == {
-        "status": "error", "error": "params must be a JSON object", "context": "response",
-        "messageCount": 1, "messageId": 9}
+        "status": "error",
+        "error": "params must be a JSON object",
+        "context": "response",
+        "messageCount": 1,
+        "messageId": 9,
+    }
 
 
 async def test_a_frame_over_the_size_limit_closes_the_connection_and_leaves_rooms(
-        open_ws, web_node, room):
+    open_ws, web_node, room
+):
     observer = tcp_observer(web_node.socket_port, room)
     try:
         client = await welcomed(open_ws)
@@ -372,12 +480,19 @@ async def test_a_frame_over_the_size_limit_closes_the_connection_and_leaves_room
         with contextlib.suppress(ConnectionError):
             await client.send({"event": "say", "room": room, "message": "x" * (2 << 20)})
         closing = await client.ws.receive(5)
-        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
-                                aiohttp.WSMsgType.ERROR), closing
+        assert closing.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSED,
+            aiohttp.WSMsgType.ERROR,
+        ), closing
         if closing.type == aiohttp.WSMsgType.CLOSE:
             assert closing.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
-        await asyncio.to_thread(wait_until, lambda: client_id not in members_of(observer, room),
-                                5, message="the closed connection to leave the room")
+        await asyncio.to_thread(
+            wait_until,
+            lambda: client_id not in members_of(observer, room),
+            5,
+            message="the closed connection to leave the room",
+        )
     finally:
         observer.close()
 
@@ -389,18 +504,36 @@ async def test_file_returns_a_public_file(open_ws):
     client = await welcomed(open_ws)
     expected = (STATIC_DIR / "chat.html").read_bytes()
     reply = await client.request({"event": "file", "file": "chat.html", "messageId": "f"})
-    assert reply == {"content": expected.decode(), "mime": "text/html",
-                     "length": len(expected), "context": "response", "messageCount": 1,
-                     "messageId": "f"}
+    assert reply == {
+        "content": expected.decode(),
+        "mime": "text/html",
+        "length": len(expected),
+        "context": "response",
+        "messageCount": 1,
+        "messageId": "f",
+    }
 
 
-@pytest.mark.parametrize("path", ["no-such-file.txt", "../api.py", "../../roomcast/api.py",
-                                  "/etc/passwd", "static/../../api.py", ""])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "no-such-file.txt",
+        "../api.py",
+        "../../roomcast/api.py",
+        "/etc/passwd",
+        "static/../../api.py",
+        "",
+    ],
+)
 async def test_file_outside_the_public_directory_or_missing_is_not_found(open_ws, path):
     client = await welcomed(open_ws)
     reply = await client.request({"event": "file", "file": path, "messageId": "f"})
-    assert reply == {"error": f"That file is not found ({path})", "context": "response",
-                     "messageCount": 1, "messageId": "f"}
+    assert reply == {
+        "error": f"That file is not found ({path})",
+        "context": "response",
+        "messageCount": 1,
+        "messageId": "f",
+    }
 
 
 # quit and disconnects --------------------------------------------------------------------
@@ -419,8 +552,12 @@ async def test_quit_says_goodbye_closes_normally_and_leaves_the_rooms(open_ws, w
         closing = await client.ws.receive(5)
         assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert client.ws.close_code == 1000
-        await asyncio.to_thread(wait_until, lambda: client_id not in members_of(observer, room),
-                                5, message="the quitter to leave the room")
+        await asyncio.to_thread(
+            wait_until,
+            lambda: client_id not in members_of(observer, room),
+            5,
+            message="the quitter to leave the room",
+        )
     finally:
         observer.close()
 
@@ -432,8 +569,12 @@ async def test_a_closed_websocket_leaves_its_rooms(open_ws, web_node, room):
         client_id = await own_id(client)
         await client.request({"event": "roomAdd", "room": room})
         await client.ws.close()
-        await asyncio.to_thread(wait_until, lambda: client_id not in members_of(observer, room),
-                                5, message="the closed connection to leave the room")
+        await asyncio.to_thread(
+            wait_until,
+            lambda: client_id not in members_of(observer, room),
+            5,
+            message="the closed connection to leave the room",
+        )
     finally:
         observer.close()
 
@@ -466,9 +607,12 @@ async def test_a_peer_that_stops_answering_pings_is_dropped_and_leaves_its_rooms
         assert members_of(observer, room) >= {live_id, dead_id}
 
         started = asyncio.get_running_loop().time()
-        await wait_for(lambda: asyncio.to_thread(
-            lambda: dead_id not in members_of(observer, room)), timeout=10,
-            interval=0.2, message="the unresponsive peer to be dropped")
+        await wait_for(
+            lambda: asyncio.to_thread(lambda: dead_id not in members_of(observer, room)),
+            timeout=10,
+            interval=0.2,
+            message="the unresponsive peer to be dropped",
+        )
         assert asyncio.get_running_loop().time() - started < 8
 
         # The live client outlasts several heartbeats.

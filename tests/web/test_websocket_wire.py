@@ -25,8 +25,15 @@ RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
 def upgrade_headers(**changes: str | None) -> CIMultiDict[str]:
-    headers = CIMultiDict({"Host": "x", "Upgrade": "websocket", "Connection": "keep-alive, Upgrade",
-                           "Sec-WebSocket-Key": RFC_KEY, "Sec-WebSocket-Version": "13"})
+    headers = CIMultiDict(
+        {
+            "Host": "x",
+            "Upgrade": "websocket",
+            "Connection": "keep-alive, Upgrade",
+            "Sec-WebSocket-Key": RFC_KEY,
+            "Sec-WebSocket-Version": "13",
+        }
+    )
     for name, value in changes.items():
         name = name.replace("_", "-")
         if value is None:
@@ -48,17 +55,20 @@ def test_a_valid_upgrade_gets_the_rfc_accept_key():
     assert b"Sec-WebSocket-Extensions" not in response  # never compressed
 
 
-@pytest.mark.parametrize(("method", "path", "changes"), [
-    ("POST", "/ws", {}),
-    ("GET", "/wsx", {}),
-    ("GET", "/ws", {"Upgrade": None}),
-    ("GET", "/ws", {"Upgrade": "h2c"}),
-    ("GET", "/ws", {"Connection": "keep-alive"}),
-    ("GET", "/ws", {"Sec-WebSocket-Version": "8"}),
-    ("GET", "/ws", {"Sec-WebSocket-Key": None}),
-    ("GET", "/ws", {"Sec-WebSocket-Key": "not base64!"}),
-    ("GET", "/ws", {"Sec-WebSocket-Key": base64.b64encode(b"short").decode()}),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "changes"),
+    [
+        ("POST", "/ws", {}),
+        ("GET", "/wsx", {}),
+        ("GET", "/ws", {"Upgrade": None}),
+        ("GET", "/ws", {"Upgrade": "h2c"}),
+        ("GET", "/ws", {"Connection": "keep-alive"}),
+        ("GET", "/ws", {"Sec-WebSocket-Version": "8"}),
+        ("GET", "/ws", {"Sec-WebSocket-Key": None}),
+        ("GET", "/ws", {"Sec-WebSocket-Key": "not base64!"}),
+        ("GET", "/ws", {"Sec-WebSocket-Key": base64.b64encode(b"short").decode()}),
+    ],
+)
 def test_anything_but_a_valid_upgrade_to_ws_is_declined(method, path, changes):
     assert websocket_handshake.upgrade_response(method, path, upgrade_headers(**changes)) is None
 
@@ -98,9 +108,11 @@ def text(value: Any) -> bytes:
     return client_frame(json.dumps(value).encode())
 
 
-HANDSHAKE = (f"GET /ws HTTP/1.1\r\nHost: {LOOPBACK}\r\nUpgrade: websocket\r\n"
-             f"Connection: Upgrade\r\nSec-WebSocket-Key: {RFC_KEY}\r\n"
-             "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+HANDSHAKE = (
+    f"GET /ws HTTP/1.1\r\nHost: {LOOPBACK}\r\nUpgrade: websocket\r\n"
+    f"Connection: Upgrade\r\nSec-WebSocket-Key: {RFC_KEY}\r\n"
+    "Sec-WebSocket-Version: 13\r\n\r\n"
+).encode()
 
 
 class WireClient:
@@ -141,8 +153,8 @@ class WireClient:
             size, start = struct.unpack("!Q", self.buffer[2:10])[0], 10
         while len(self.buffer) < start + size:
             self._fill()
-        payload = self.buffer[start:start + size]
-        self.buffer = self.buffer[start + size:]
+        payload = self.buffer[start : start + size]
+        self.buffer = self.buffer[start + size :]
         return opcode, payload
 
     def read_json(self) -> Any:
@@ -185,8 +197,11 @@ def test_frames_sent_with_the_handshake_are_answered_in_order(wire, web_node):
     room = unique_room("wire")
     create_room(web_node.web_port, room)
     client = wire()
-    client.sock.sendall(HANDSHAKE + text({"event": "roomAdd", "room": room})
-                        + text({"event": "roomView", "room": room}))
+    client.sock.sendall(
+        HANDSHAKE
+        + text({"event": "roomAdd", "room": room})
+        + text({"event": "roomView", "room": room})
+    )
     assert client.read_head().startswith(b"HTTP/1.1 101 ")
     assert client.read_json() == WELCOME
     joined = client.read_json()
@@ -265,8 +280,13 @@ def test_an_upgrade_after_a_kept_alive_request_is_served_by_aiohttp(wire):
     client.sock.sendall(f"GET /api/status HTTP/1.1\r\nHost: {LOOPBACK}\r\n\r\n".encode())
     head = client.read_head()
     assert head.startswith(b"HTTP/1.1 200 ")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length")))
+    length = int(
+        next(
+            line.split(b":")[1]
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+    )
     while len(client.buffer) < length:
         client._fill()
     client.buffer = client.buffer[length:]

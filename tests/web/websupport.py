@@ -34,8 +34,9 @@ def now_ms() -> int:
 class RawWebSocket:
     """One WebSocket connection to ``/ws``; every wait is bounded by ``timeout``."""
 
-    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse,
-                 timeout: float) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse, timeout: float
+    ) -> None:
         self.session = session
         self.ws = ws
         self.timeout = timeout
@@ -43,12 +44,19 @@ class RawWebSocket:
         self.skipped: list[Any] = []
 
     @classmethod
-    async def open(cls, port: int, *, headers: dict[str, str] | None = None,
-                   timeout: float = 5.0, **ws_options: Any) -> RawWebSocket:
+    async def open(
+        cls,
+        port: int,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float = 5.0,
+        **ws_options: Any,
+    ) -> RawWebSocket:
         session = aiohttp.ClientSession()
         try:
-            ws = await session.ws_connect(f"http://{LOOPBACK}:{port}/ws", headers=headers,
-                                          **ws_options)
+            ws = await session.ws_connect(
+                f"http://{LOOPBACK}:{port}/ws", headers=headers, **ws_options
+            )
         except BaseException:
             await session.close()
             raise
@@ -68,8 +76,9 @@ class RawWebSocket:
         assert frame.type == aiohttp.WSMsgType.TEXT, f"expected a text frame, got {frame}"
         return json.loads(frame.data)
 
-    async def read_until(self, predicate: Callable[[Any], bool],
-                         timeout: float | None = None) -> Any:
+    async def read_until(
+        self, predicate: Callable[[Any], bool], timeout: float | None = None
+    ) -> Any:
         """Read frames until one satisfies ``predicate``; the others go to ``skipped``."""
         deadline = time.monotonic() + (timeout or self.timeout)
         while True:
@@ -93,7 +102,8 @@ class RawWebSocket:
     async def chat(self, timeout: float | None = None) -> dict[str, Any]:
         """The next chat message (``context: user``)."""
         return await self.read_until(  # type: ignore[no-any-return]
-            lambda m: isinstance(m, dict) and m.get("context") == "user", timeout)
+            lambda m: isinstance(m, dict) and m.get("context") == "user", timeout
+        )
 
     async def next_chat(self, timeout: float | None = None) -> dict[str, Any]:
         """The oldest chat message not yet looked at: one stepped over earlier, or the next."""
@@ -123,12 +133,21 @@ class HttpReply:
 
     def cookies(self, name: str) -> list[str]:
         """Every ``Set-Cookie`` header value setting cookie ``name``."""
-        return [value for value in self.headers.get_all("Set-Cookie") or []
-                if value.startswith(f"{name}=")]
+        return [
+            value
+            for value in self.headers.get_all("Set-Cookie") or []
+            if value.startswith(f"{name}=")
+        ]
 
 
-def http_request(port: int, method: str, target: str, body: bytes | None = None,
-                 headers: dict[str, str] | None = None, timeout: float = 5.0) -> HttpReply:
+def http_request(
+    port: int,
+    method: str,
+    target: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5.0,
+) -> HttpReply:
     """One HTTP request with ``target`` sent byte for byte (no client-side normalising)."""
     connection = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
     try:
@@ -145,8 +164,12 @@ def create_room(port: int, name: str) -> None:
     assert reply.status == 200, (reply.status, reply.body)
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0,
-                   interval: float = 0.05, message: str = "condition") -> Any:
+async def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> Any:
     """Async poll of ``predicate`` (sync or async) until truthy, failing after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:

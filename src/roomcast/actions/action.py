@@ -42,8 +42,10 @@ class Action:
     @classmethod
     def documentation(cls) -> dict[str, Any]:
         inputs = {
-            key: {"required": bool(spec.get("required", False)),
-                  **({"default": spec["default"]} if "default" in spec else {})}
+            key: {
+                "required": bool(spec.get("required", False)),
+                **({"default": spec["default"]} if "default" in spec else {}),
+            }
             for key, spec in cls.inputs.items()
         }
         return {"name": cls.name, "description": cls.description, "inputs": inputs}

@@ -13,13 +13,15 @@ class Status(Action):
 
     async def run(self, data: ActionData) -> None:
         api = data.api
-        data.response.update({
-            "id": api.id,
-            "uptime": int((time.monotonic() - api.started_monotonic) * 1000),
-            "connections": len(api.connections),
-            "rooms": len(await api.chat_room.list()),
-            "localRooms": len(api.chat_room.index),
-        })
+        data.response.update(
+            {
+                "id": api.id,
+                "uptime": int((time.monotonic() - api.started_monotonic) * 1000),
+                "connections": len(api.connections),
+                "rooms": len(await api.chat_room.list()),
+                "localRooms": len(api.chat_room.index),
+            }
+        )
 
 
 class RoomExists(Exception):

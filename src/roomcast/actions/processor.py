@@ -65,8 +65,9 @@ class Actions:
 
     # running -----------------------------------------------------------------------------
 
-    async def run(self, connection: Connection, name: str | None,
-                  params: dict[str, Any]) -> dict[str, Any]:
+    async def run(
+        self, connection: Connection, name: str | None, params: dict[str, Any]
+    ) -> dict[str, Any]:
         """Run an action for ``connection``; return its response (with ``error`` on failure).
 
         The raised error, if any, is also returned as ``response["error"]``; call
@@ -78,8 +79,9 @@ class Actions:
             return {"error": str(error) or type(error).__name__}
         return data.response
 
-    async def run_or_raise(self, connection: Connection, name: str | None,
-                           params: dict[str, Any]) -> ActionData:
+    async def run_or_raise(
+        self, connection: Connection, name: str | None, params: dict[str, Any]
+    ) -> ActionData:
         """Run an action; raise its error (``ActionError`` or the action's own exception)."""
         connection.total_actions += 1
         connection.pending_actions += 1
@@ -91,10 +93,14 @@ class Actions:
             action = self._actions.get(name or "")
             if action is None:
                 raise UnknownAction()
-            data = ActionData(api=self.api, connection=connection, action_name=action.name,
-                              params=self._reduce_params(action, params), action=action)
-            middleware = [m for m in self._middleware
-                          if m.global_ or m.name in action.middleware]
+            data = ActionData(
+                api=self.api,
+                connection=connection,
+                action_name=action.name,
+                params=self._reduce_params(action, params),
+                action=action,
+            )
+            middleware = [m for m in self._middleware if m.global_ or m.name in action.middleware]
             for m in middleware:
                 if m.pre is not None:
                     await call_hook(m.pre, data)
@@ -147,9 +153,13 @@ class Actions:
             sys.modules[module_name] = module
             spec.loader.exec_module(module)
             for value in vars(module).values():
-                if (inspect.isclass(value) and issubclass(value, Action)
-                        and value is not Action and value.name
-                        and value.__module__ == module_name):
+                if (
+                    inspect.isclass(value)
+                    and issubclass(value, Action)
+                    and value is not Action
+                    and value.name
+                    and value.__module__ == module_name
+                ):
                     self.add(value)
                     loaded.append(value.name)
             initialize = getattr(module, "initialize", None)
@@ -157,4 +167,3 @@ class Actions:
                 await call_hook(initialize, self.api)
             log.info("loaded %s (%s)", path.name, ", ".join(loaded) or "no actions")
         return loaded
-

@@ -66,9 +66,9 @@ class ChatRoom:
         self._member_writes = _WriteGate()
         self._rooms_seen: dict[str, float] = {}  # room -> until when it is known to exist
         self._room_checks: dict[str, asyncio.Future[bool]] = {}
-        self._header = jsonwire.dumps(
-            {"serverToken": api.config.server_token, "serverId": api.id}
-        ) + b"\n"
+        self._header = (
+            jsonwire.dumps({"serverToken": api.config.server_token, "serverId": api.id}) + b"\n"
+        )
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -102,8 +102,12 @@ class ChatRoom:
                         details = self.generate_member_details(connection)
                     members[(connection.id, room)] = details
             stale = await self._store.reconcile_node(self.api.id, rooms, members)
-        log.info("wrote %d rooms and %d memberships to Redis again; removed %d stale",
-                 len(rooms), len(members), stale)
+        log.info(
+            "wrote %d rooms and %d memberships to Redis again; removed %d stale",
+            len(rooms),
+            len(members),
+            stale,
+        )
 
     def _store_failed(self, what: str, error: Exception) -> None:
         """A write to Redis failed: chat goes on locally, presence resyncs when it can."""
@@ -229,8 +233,9 @@ class ChatRoom:
             raise AlreadyInRoom(room)
         # A room seen less than ROOM_MEMORY s ago is trusted without a call (a burst of
         # joins); otherwise _room_exists asks Redis.
-        if (self._rooms_seen.get(room, 0.0) <= time.monotonic()
-                and not await self._room_exists(room)):
+        if self._rooms_seen.get(room, 0.0) <= time.monotonic() and not await self._room_exists(
+            room
+        ):
             raise RoomNotFound()
         if self.middleware.join:
             await self.middleware.run_join(connection, room)
@@ -335,8 +340,11 @@ class ChatRoom:
         if sender is None:
             sender = 0
             _set_field(connection, "id", 0)
-        envelope = {"message": message, "sentAt": now_ms(),
-                    "connection": {"id": sender, "room": room}}
+        envelope = {
+            "message": message,
+            "sentAt": now_ms(),
+            "connection": {"id": sender, "room": room},
+        }
         payload = self.generate_message_payload(envelope)
         payload = await self.middleware.run_on_say_receive(connection, room, payload)
         data = jsonwire.dumps(payload)
@@ -356,7 +364,7 @@ class ChatRoom:
             return
         if meta.get("serverId") == self.api.id:
             return  # delivered locally when it was said
-        room = channel[len(self._keys.room_channel("")):]
+        room = channel[len(self._keys.room_channel("")) :]
         await self.deliver_local(room, None, body)
 
     async def deliver_local(self, room: str, payload: dict[str, Any] | None, data: bytes) -> int:

@@ -69,8 +69,9 @@ class BaseClient:
         result: dict[str, Any] = await self._verb("detailsView")
         return result
 
-    async def action(self, name: str, params: dict[str, Any] | None = None, /,
-                     **more: Any) -> dict[str, Any]:
+    async def action(
+        self, name: str, params: dict[str, Any] | None = None, /, **more: Any
+    ) -> dict[str, Any]:
         """Run action ``name``; returns its response, raises ``ClientError`` on ``error``."""
         reply = await self._action(name, {**(params or {}), **more})
         if reply.get("error"):

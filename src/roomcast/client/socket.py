@@ -18,8 +18,14 @@ class SocketClient(BaseClient):
     receives, and this client sends one line per request.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 5000, *,
-                 ssl_context: ssl.SSLContext | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 5000,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         super().__init__(timeout)
         self.host, self.port, self.ssl_context = host, port, ssl_context
         self._reader_stream: asyncio.StreamReader | None = None
@@ -30,7 +36,8 @@ class SocketClient(BaseClient):
     async def connect(self) -> dict[str, Any]:
         """Connect and wait for the welcome; returns it."""
         self._reader_stream, self._writer = await asyncio.open_connection(
-            self.host, self.port, ssl=self.ssl_context, limit=16 << 20)
+            self.host, self.port, ssl=self.ssl_context, limit=16 << 20
+        )
         self._reader = asyncio.create_task(self._read_forever())
         await asyncio.wait_for(self._welcomed.wait(), self.timeout)
         assert self.welcome is not None

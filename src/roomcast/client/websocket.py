@@ -61,8 +61,9 @@ class WebSocketClient(BaseClient):
         assert self._ws is not None, "call connect() first"
         message_id = next(self._ids)
         future = self._expect(message_id)
-        await self._ws.send_str(jsonwire.dumps({"event": event, "messageId": message_id,
-                                                **fields}).decode())
+        await self._ws.send_str(
+            jsonwire.dumps({"event": event, "messageId": message_id, **fields}).decode()
+        )
         return await self._wait(message_id, future)
 
     async def _verb(self, verb: str, **args: Any) -> Any:

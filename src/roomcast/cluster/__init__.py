@@ -26,10 +26,19 @@ class Cluster:
     a single node.
     """
 
-    def __init__(self, *, node_id: str, token: str, redis_url: str | None,
-                 pubsub_url: str | None, key_prefix: str, rpc_timeout: float,
-                 presence_ttl: float, watchdog_interval: float,
-                 owns_connection: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        token: str,
+        redis_url: str | None,
+        pubsub_url: str | None,
+        key_prefix: str,
+        rpc_timeout: float,
+        presence_ttl: float,
+        watchdog_interval: float,
+        owns_connection: Callable[[str], bool],
+    ) -> None:
         self.node_id = node_id
         self.token = token
         self.keys = Keys(key_prefix)
@@ -44,13 +53,24 @@ class Cluster:
         key_client = connect(redis_url, embedded, client_name=name)
         # Pub/sub gets a pool of its own even on the same server, so a subscriber
         # connection in trouble can never be handed to a key-store command.
-        pubsub_client = (key_client if self.embedded
-                         else connect(pubsub_url or redis_url, client_name=name))
+        pubsub_client = (
+            key_client if self.embedded else connect(pubsub_url or redis_url, client_name=name)
+        )
         self.store = Store(key_client, self.keys)
-        self.bus = Bus(pubsub_client, watchdog_channel=self.keys.watchdog_channel(node_id),
-                       watchdog_interval=watchdog_interval)
-        self.rpc = Rpc(node_id=node_id, token=token, keys=self.keys, bus=self.bus,
-                       store=self.store, timeout=rpc_timeout, owns_connection=owns_connection)
+        self.bus = Bus(
+            pubsub_client,
+            watchdog_channel=self.keys.watchdog_channel(node_id),
+            watchdog_interval=watchdog_interval,
+        )
+        self.rpc = Rpc(
+            node_id=node_id,
+            token=token,
+            keys=self.keys,
+            bus=self.bus,
+            store=self.store,
+            timeout=rpc_timeout,
+            owns_connection=owns_connection,
+        )
         self.presence = Presence(self.store, node_id, presence_ttl)
         # A rebuilt subscriber may mean Redis restarted empty: write our state again.
         self.bus.on_reconnect = self.presence.request_resync

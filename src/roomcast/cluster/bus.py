@@ -37,8 +37,14 @@ class Bus:
     before reading on, which keeps each channel's messages in order.
     """
 
-    def __init__(self, redis: aioredis.Redis, *, watchdog_channel: str,
-                 watchdog_interval: float = 5.0, max_backoff: float = 5.0) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        watchdog_channel: str,
+        watchdog_interval: float = 5.0,
+        max_backoff: float = 5.0,
+    ) -> None:
         self.redis = redis
         self._handlers: dict[str, Handler] = {}
         self._pubsub: aioredis.client.PubSub | None = None
@@ -191,8 +197,9 @@ class Bus:
                     await self._open()
                     self.reconnects += 1
                     down = f" after {time.monotonic() - lost_at:.1f}s" if lost_at else ""
-                    log.info("pub/sub reconnected%s; %d channels resubscribed",
-                             down, len(self._handlers))
+                    log.info(
+                        "pub/sub reconnected%s; %d channels resubscribed", down, len(self._handlers)
+                    )
                     lost_at = None
                     backoff = 0.1
                     if self.on_reconnect is not None:
@@ -200,8 +207,9 @@ class Bus:
                     continue
                 pubsub = self._pubsub
                 assert pubsub is not None
-                message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                   timeout=self._poll)
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=self._poll
+                )
                 if message is not None and message.get("type") == "message":
                     await self._dispatch(message["channel"], message["data"])
             except asyncio.CancelledError:
@@ -211,11 +219,13 @@ class Bus:
                     return
                 if lost_at is None:
                     lost_at = time.monotonic()
-                    log.error("Redis pub/sub connection lost (%s); local delivery goes on, "
-                              "reconnecting with backoff", error)
+                    log.error(
+                        "Redis pub/sub connection lost (%s); local delivery goes on, "
+                        "reconnecting with backoff",
+                        error,
+                    )
                 else:
-                    log.debug("pub/sub still unavailable (%s); next try in %.1fs",
-                              error, backoff)
+                    log.debug("pub/sub still unavailable (%s); next try in %.1fs", error, backoff)
                 broken, self._pubsub = self._pubsub, None
                 if broken is not None:
                     await _close_quietly(broken)
@@ -261,8 +271,10 @@ class Bus:
                     self._ping = (payload, now)
                 elif now - sent_at > 3 * interval:
                     self._ping = None
-                    self.rebuild(f"pub/sub delivered nothing for {now - sent_at:.1f}s "
-                                 "although publishing works")
+                    self.rebuild(
+                        f"pub/sub delivered nothing for {now - sent_at:.1f}s "
+                        "although publishing works"
+                    )
                 continue
             self._pings += 1
             ping = self._ping = (b"ping %d" % self._pings, now)

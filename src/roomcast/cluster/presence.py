@@ -42,13 +42,17 @@ class Presence:
         # A node restarting under the same id must not inherit its old ghosts.
         try:
             if await self._store.is_alive(self.node_id):
-                log.warning("node id %s is still marked alive: a previous run that died "
-                            "moments ago, or another node with the same id (ids must be "
-                            "unique)", self.node_id)
+                log.warning(
+                    "node id %s is still marked alive: a previous run that died "
+                    "moments ago, or another node with the same id (ids must be "
+                    "unique)",
+                    self.node_id,
+                )
             removed = await self._store.reap_node(self.node_id)
             if removed:
-                log.info("removed %d stale memberships of a previous run of %s",
-                         removed, self.node_id)
+                log.info(
+                    "removed %d stale memberships of a previous run of %s", removed, self.node_id
+                )
             await self.beat()
         except REDIS_DOWN as error:
             log.error("presence: Redis unreachable at start (%s); will keep retrying", error)
@@ -88,8 +92,10 @@ class Presence:
                 return
             try:
                 if not await self.beat():
-                    log.warning("heartbeat had lapsed (Redis lost its data, or this node "
-                                "stalled and was reaped); writing this node's members again")
+                    log.warning(
+                        "heartbeat had lapsed (Redis lost its data, or this node "
+                        "stalled and was reaped); writing this node's members again"
+                    )
                     self._resync_wanted = True
                 if failing:
                     log.info("presence: Redis reachable again")
@@ -103,8 +109,9 @@ class Presence:
                     if removed is None:
                         continue  # another node is reaping it
                     if removed:
-                        log.warning("node %s stopped beating; removed %d of its memberships",
-                                    node, removed)
+                        log.warning(
+                            "node %s stopped beating; removed %d of its memberships", node, removed
+                        )
                     else:
                         log.info("node %s stopped beating", node)
             except REDIS_DOWN as error:

@@ -41,8 +41,17 @@ class _Waiter:
 class Rpc:
     """Call registered methods on other nodes: ``call`` for a connection, ``call_all``."""
 
-    def __init__(self, *, node_id: str, token: str, keys: Keys, bus: Bus, store: Store,
-                 timeout: float, owns_connection: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        token: str,
+        keys: Keys,
+        bus: Bus,
+        store: Store,
+        timeout: float,
+        owns_connection: Callable[[str], bool],
+    ) -> None:
         self.node_id = node_id
         self._token = token
         self._keys = keys
@@ -99,8 +108,9 @@ class Rpc:
                 results.update(await remote)
         return results
 
-    async def _send(self, method: str, args: tuple[Any, ...], connection_id: str | None,
-                    expected: set[str]) -> Any:
+    async def _send(
+        self, method: str, args: tuple[Any, ...], connection_id: str | None, expected: set[str]
+    ) -> Any:
         request_id = f"{self.node_id}:{next(self._ids)}"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         # The waiter exists before the request is published, so no reply can be missed.

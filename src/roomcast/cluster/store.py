@@ -26,8 +26,9 @@ log = logging.getLogger("roomcast.store")
 MAX_CONNECTIONS = 32
 
 
-def connect(url: str | None, embedded_server: Any = None,
-            client_name: str | None = None) -> aioredis.Redis:
+def connect(
+    url: str | None, embedded_server: Any = None, client_name: str | None = None
+) -> aioredis.Redis:
     """Return an asyncio Redis client for ``url``; with no url, an embedded fakeredis one.
 
     ``embedded_server`` (a ``fakeredis.FakeServer``) lets several clients share one store.
@@ -37,8 +38,10 @@ def connect(url: str | None, embedded_server: Any = None,
         import fakeredis
 
         client: aioredis.Redis = fakeredis.FakeAsyncRedis(
-            server=embedded_server, connection_pool_class=aioredis.BlockingConnectionPool,
-            max_connections=MAX_CONNECTIONS)
+            server=embedded_server,
+            connection_pool_class=aioredis.BlockingConnectionPool,
+            max_connections=MAX_CONNECTIONS,
+        )
         return client
     # A blocking pool: thousands of connections leaving at once wait for a Redis
     # connection instead of failing with "Too many connections".
@@ -96,19 +99,24 @@ class Store:
         raw = await self.redis.hgetall(self.keys.members(room))
         return {_text(k): jsonwire.loads(v) for k, v in raw.items()}
 
-    async def add_member(self, room: str, connection_id: str, node_id: str,
-                         details: dict[str, Any]) -> None:
+    async def add_member(
+        self, room: str, connection_id: str, node_id: str, details: dict[str, Any]
+    ) -> None:
         """Store a membership; joins of one loop tick share one batched write (group commit)."""
-        await self._member_writes.submit((
-            ("HSET", self.keys.members(room), connection_id, jsonwire.dumps(details)),
-            ("SADD", self.keys.node_members(node_id), f"{connection_id} {room}"),
-        ))
+        await self._member_writes.submit(
+            (
+                ("HSET", self.keys.members(room), connection_id, jsonwire.dumps(details)),
+                ("SADD", self.keys.node_members(node_id), f"{connection_id} {room}"),
+            )
+        )
 
     async def remove_member(self, room: str, connection_id: str, node_id: str) -> None:
-        await self._member_writes.submit((
-            ("HDEL", self.keys.members(room), connection_id),
-            ("SREM", self.keys.node_members(node_id), f"{connection_id} {room}"),
-        ))
+        await self._member_writes.submit(
+            (
+                ("HDEL", self.keys.members(room), connection_id),
+                ("SREM", self.keys.node_members(node_id), f"{connection_id} {room}"),
+            )
+        )
 
     # presence ----------------------------------------------------------------------------
 
@@ -171,8 +179,9 @@ class Store:
         entries = await self.redis.smembers(self.keys.node_members(node_id))
         return {_membership(_text(entry)) for entry in entries}
 
-    async def reconcile_node(self, node_id: str, rooms: set[str],
-                             members: dict[tuple[str, str], dict[str, Any]]) -> int:
+    async def reconcile_node(
+        self, node_id: str, rooms: set[str], members: dict[tuple[str, str], dict[str, Any]]
+    ) -> int:
         """Make Redis hold exactly ``members`` (keyed ``(connection id, room)``) for
         ``node_id`` and at least ``rooms``; return how many stale memberships were removed.
 

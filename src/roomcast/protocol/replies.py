@@ -19,15 +19,15 @@ def verb_ok(data: Any, message_count: int, message_id: Any = None) -> dict[str, 
 
 
 def verb_failed(error: str, message_count: int, message_id: Any = None) -> dict[str, Any]:
-    reply = {"status": error, "context": "response", "data": False,
-             "messageCount": message_count}
+    reply = {"status": error, "context": "response", "data": False, "messageCount": message_count}
     if message_id is not None:
         reply["messageId"] = message_id
     return reply
 
 
-def action_reply(response: dict[str, Any], message_count: int,
-                 message_id: Any = None) -> dict[str, Any]:
+def action_reply(
+    response: dict[str, Any], message_count: int, message_id: Any = None
+) -> dict[str, Any]:
     reply = dict(response)
     reply["context"] = "response"
     reply["messageCount"] = message_count
@@ -38,8 +38,12 @@ def action_reply(response: dict[str, Any], message_count: int,
 
 def request_error(error: str, message_count: int, message_id: Any = None) -> dict[str, Any]:
     """The reply to input we could not parse or accept (too long, bad JSON, bad UTF-8)."""
-    reply = {"status": "error", "error": error, "context": "response",
-             "messageCount": message_count}
+    reply = {
+        "status": "error",
+        "error": error,
+        "context": "response",
+        "messageCount": message_count,
+    }
     if message_id is not None:
         reply["messageId"] = message_id
     return reply

@@ -105,7 +105,7 @@ def parse_line(text: str) -> Request | None:
     line = text.strip()
     if not line:
         return None
-    if line[0] in "{[\"":
+    if line[0] in '{["':
         return _parse_json(line)
     verb, _, rest = line.partition(" ")
     rest = rest.strip()

@@ -30,8 +30,9 @@ def parse_event(text: str | bytes) -> tuple[Request, Any]:
     if event in _ROOM_EVENTS:
         return VerbRequest(event, {"room": value.get("room")}), message_id
     if event == "say":
-        return VerbRequest("say", {"room": value.get("room"),
-                                   "message": value.get("message")}), message_id
+        return VerbRequest(
+            "say", {"room": value.get("room"), "message": value.get("message")}
+        ), message_id
     if event in ("detailsView", "documentation"):
         return VerbRequest(event, {}), message_id
     if event == "action":

@@ -62,10 +62,16 @@ class StreamConnection(Connection):
     # allocate for the usual one message per member per tick), later ones in ``_more``.
     __slots__ = ("_more", "_outbox", "_queued", "_send_limit", "_transport")
 
-    def __init__(self, api: Api, transport: asyncio.Transport, remote_ip: str,
-                 remote_port: int, send_limit: int, fingerprint: str | None = None) -> None:
-        super().__init__(api, remote_ip=remote_ip, remote_port=remote_port,
-                         fingerprint=fingerprint)
+    def __init__(
+        self,
+        api: Api,
+        transport: asyncio.Transport,
+        remote_ip: str,
+        remote_port: int,
+        send_limit: int,
+        fingerprint: str | None = None,
+    ) -> None:
+        super().__init__(api, remote_ip=remote_ip, remote_port=remote_port, fingerprint=fingerprint)
         self._transport = transport
         self._send_limit = send_limit
         self._queued: Any = None
@@ -100,8 +106,12 @@ class StreamConnection(Connection):
             return
         transport.write(data)
         if transport.get_write_buffer_size() > self._send_limit:
-            log.warning("disconnecting %s: %d bytes unsent (send limit %d)", self.id,
-                        transport.get_write_buffer_size(), self._send_limit)
+            log.warning(
+                "disconnecting %s: %d bytes unsent (send limit %d)",
+                self.id,
+                transport.get_write_buffer_size(),
+                self._send_limit,
+            )
             transport.abort()
 
     def close_transport(self) -> None:

@@ -49,10 +49,12 @@ class SocketConnection(StreamConnection):
     type = "socket"
     framing = "line"
 
-    def __init__(self, api: Api, transport: asyncio.Transport, remote_ip: str,
-                 remote_port: int) -> None:
-        super().__init__(api, transport, remote_ip, remote_port,
-                         api.config.socket.send_buffer_limit)
+    def __init__(
+        self, api: Api, transport: asyncio.Transport, remote_ip: str, remote_port: int
+    ) -> None:
+        super().__init__(
+            api, transport, remote_ip, remote_port, api.config.socket.send_buffer_limit
+        )
 
     def frame(self, data: bytes) -> bytes:
         return data + b"\r\n"
@@ -113,7 +115,8 @@ class SocketProtocol(OrderedRequests):
             return
         if isinstance(event, NotUtf8):
             await connection.send_message(
-                replies.request_error("request is not valid UTF-8", count))
+                replies.request_error("request is not valid UTF-8", count)
+            )
             return
         assert isinstance(event, Line)
         request = parse_line(event.text)
@@ -129,8 +132,9 @@ class SocketProtocol(OrderedRequests):
         else:
             await connection.send_message(await answer(connection, request, count))
 
-    async def _answer_action(self, connection: SocketConnection, request: ActionRequest,
-                             count: int) -> None:
+    async def _answer_action(
+        self, connection: SocketConnection, request: ActionRequest, count: int
+    ) -> None:
         await connection.send_message(await answer(connection, request, count))
 
     def _send_file(self, connection: SocketConnection, path: str) -> None:
@@ -158,12 +162,19 @@ class TcpServer:
             context.load_cert_chain(config.tls_cert, config.tls_key)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: SocketProtocol(self.api), config.bind, config.socket_port, ssl=context,
+            lambda: SocketProtocol(self.api),
+            config.bind,
+            config.socket_port,
+            ssl=context,
             backlog=4096,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("socket server listening on %s:%s%s", config.bind, self.port,
-                 " (TLS)" if context else "")
+        log.info(
+            "socket server listening on %s:%s%s",
+            config.bind,
+            self.port,
+            " (TLS)" if context else "",
+        )
 
     async def stop_accepting(self) -> None:
         if self._server is not None:

@@ -61,8 +61,9 @@ class WebServer:
         self._heartbeat: asyncio.Task[None] | None = None
 
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[_session_cookie],
-                              client_max_size=self.api.config.web.max_message_size)
+        app = web.Application(
+            middlewares=[_session_cookie], client_max_size=self.api.config.web.max_message_size
+        )
         app[_API_KEY] = self.api
         app.router.add_get("/ws", self.websocket)
         for path in ("/api/{action}", "/api/", "/api"):  # no name: "unknown action", as JSON
@@ -74,17 +75,16 @@ class WebServer:
 
     async def start(self) -> None:
         config = self.api.config
-        self._runner = web.AppRunner(self.build_app(), access_log=None,
-                                     handle_signals=False)
+        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: FirstRequest(self), config.bind,
-                                                config.web_port, backlog=4096)
+        self._server = await loop.create_server(
+            lambda: FirstRequest(self), config.bind, config.web_port, backlog=4096
+        )
         self.port = int(self._server.sockets[0].getsockname()[1])
         if config.web.heartbeat:
             self._heartbeat = asyncio.create_task(self._ping_forever(config.web.heartbeat))
-        log.info("web server listening on http://%s:%s (WebSocket at /ws)", config.bind,
-                 self.port)
+        log.info("web server listening on http://%s:%s (WebSocket at /ws)", config.bind, self.port)
 
     def aiohttp_protocol(self) -> asyncio.Protocol:
         """A new aiohttp request handler, for a connection :class:`FirstRequest` hands over."""
@@ -121,14 +121,17 @@ class WebServer:
         any upgrade while permessage-deflate is on (see :mod:`roomcast.servers.websocket`)."""
         api = self.api
         settings = api.config.web
-        ws = web.WebSocketResponse(heartbeat=settings.heartbeat,
-                                   max_msg_size=settings.max_message_size,
-                                   compress=settings.compress)
+        ws = web.WebSocketResponse(
+            heartbeat=settings.heartbeat,
+            max_msg_size=settings.max_message_size,
+            compress=settings.compress,
+        )
         await ws.prepare(request)
         transport = cast(asyncio.Transport, request.transport)
         peer = transport.get_extra_info("peername") or ("", 0)
-        connection = WebSocketConnection(api, transport, str(peer[0]), int(peer[1]),
-                                         request.cookies.get(SESSION_COOKIE), ws=ws)
+        connection = WebSocketConnection(
+            api, transport, str(peer[0]), int(peer[1]), request.cookies.get(SESSION_COOKIE), ws=ws
+        )
         await api.connections.register(connection)
         await connection.send_message(replies.welcome(api.config.socket.welcome))
         try:
@@ -141,16 +144,18 @@ class WebServer:
                     if not await self.handle_text(connection, message.data, count):
                         break
                 elif message.type == WSMsgType.BINARY:
-                    await connection.send_message(replies.request_error(
-                        "binary frames are not supported: send JSON text frames", count))
+                    await connection.send_message(
+                        replies.request_error(
+                            "binary frames are not supported: send JSON text frames", count
+                        )
+                    )
                 else:
                     break
         finally:
             await connection.destroy()
         return ws
 
-    async def handle_text(self, connection: WebSocketConnection, text: str,
-                          count: int) -> bool:
+    async def handle_text(self, connection: WebSocketConnection, text: str, count: int) -> bool:
         """Answer one frame; False when the client asked to quit."""
         request, message_id = parse_event(text)
         if isinstance(request, QuitRequest):
@@ -166,8 +171,9 @@ class WebServer:
             await connection.send_message(await answer(connection, request, count, message_id))
         return True
 
-    async def _answer(self, connection: Connection, request: ActionRequest, count: int,
-                      message_id: Any) -> None:
+    async def _answer(
+        self, connection: Connection, request: ActionRequest, count: int, message_id: Any
+    ) -> None:
         await connection.send_message(await answer(connection, request, count, message_id))
 
     def _file_reply(self, path: str, count: int, message_id: Any) -> dict[str, Any]:
@@ -176,8 +182,11 @@ class WebServer:
         except PublicFileNotFound:
             reply: dict[str, Any] = {"error": replies.file_not_found(path)}
         else:
-            reply = {"content": content.decode("utf-8", errors="replace"), "mime": mime,
-                     "length": len(content)}
+            reply = {
+                "content": content.decode("utf-8", errors="replace"),
+                "mime": mime,
+                "length": len(content),
+            }
         return replies.action_reply(reply, count, message_id)
 
     # HTTP --------------------------------------------------------------------------------
@@ -196,13 +205,17 @@ class WebServer:
             else:
                 params.update(dict(await request.post()))
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        connection = WebConnection(self.api, remote_ip=str(peer[0]) if peer else "",
-                                   remote_port=int(peer[1]) if peer else 0,
-                                   fingerprint=request.cookies.get(SESSION_COOKIE))
+        connection = WebConnection(
+            self.api,
+            remote_ip=str(peer[0]) if peer else "",
+            remote_port=int(peer[1]) if peer else 0,
+            fingerprint=request.cookies.get(SESSION_COOKIE),
+        )
         await self.api.connections.register(connection)
         try:
             data = await self.api.actions.run_or_raise(
-                connection, request.match_info.get("action", ""), params)
+                connection, request.match_info.get("action", ""), params
+            )
         except ActionError as error:
             return _json({"error": str(error)}, error.status)
         except Exception as error:
@@ -221,8 +234,7 @@ class WebServer:
         try:
             return self._file_response(request.match_info["path"])
         except PublicFileNotFound:
-            return web.Response(status=404, text=replies.file_not_found(
-                request.match_info["path"]))
+            return web.Response(status=404, text=replies.file_not_found(request.match_info["path"]))
 
     def _file_response(self, path: str) -> web.Response:
         content, mime = read_public_file(self.api, path)
@@ -235,11 +247,9 @@ async def _session_cookie(request: web.Request, handler: Any) -> web.StreamRespo
     """Give every browser a ``sessionID`` cookie on its first visit (the fingerprint)."""
     response: web.StreamResponse = await handler(request)
     if SESSION_COOKIE not in request.cookies and not response.prepared:
-        response.set_cookie(SESSION_COOKIE, str(uuid.uuid4()), httponly=True,
-                            samesite="Lax")
+        response.set_cookie(SESSION_COOKIE, str(uuid.uuid4()), httponly=True, samesite="Lax")
     return response
 
 
 def _json(body: dict[str, Any], status: int) -> web.Response:
-    return web.Response(body=jsonwire.dumps(body), status=status,
-                        content_type="application/json")
+    return web.Response(body=jsonwire.dumps(body), status=status, content_type="application/json")

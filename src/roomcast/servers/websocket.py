@@ -52,10 +52,18 @@ class WebSocketConnection(StreamConnection):
     type = "websocket"
     framing = "ws-text"
 
-    def __init__(self, api: Api, transport: asyncio.Transport, remote_ip: str,
-                 remote_port: int, fingerprint: str | None, ws: Any = None) -> None:
-        super().__init__(api, transport, remote_ip, remote_port,
-                         api.config.web.send_buffer_limit, fingerprint)
+    def __init__(
+        self,
+        api: Api,
+        transport: asyncio.Transport,
+        remote_ip: str,
+        remote_port: int,
+        fingerprint: str | None,
+        ws: Any = None,
+    ) -> None:
+        super().__init__(
+            api, transport, remote_ip, remote_port, api.config.web.send_buffer_limit, fingerprint
+        )
         self.ws = ws
         self.said_goodbye = False
         self._close_sent = False
@@ -120,18 +128,25 @@ class WebSocketProtocol(OrderedRequests):
 
     __slots__ = ("_heard", "_inbox", "_reader", "_transport", "api", "connection", "server")
 
-    def __init__(self, server: WebServer, transport: asyncio.Transport,
-                 fingerprint: str | None, handshake: bytes) -> None:
+    def __init__(
+        self,
+        server: WebServer,
+        transport: asyncio.Transport,
+        fingerprint: str | None,
+        handshake: bytes,
+    ) -> None:
         super().__init__()
         self.server = server
         self.api = api = server.api
         self._transport: asyncio.Transport = transport
         peer = transport.get_extra_info("peername") or ("", 0)
-        self.connection = WebSocketConnection(api, transport, str(peer[0]), int(peer[1]),
-                                              fingerprint)
+        self.connection = WebSocketConnection(
+            api, transport, str(peer[0]), int(peer[1]), fingerprint
+        )
         self._inbox = _Inbox(self._on_message)
-        self._reader = WebSocketReader(self._inbox, api.config.web.max_message_size,
-                                       compress=False, decode_text=True)
+        self._reader = WebSocketReader(
+            self._inbox, api.config.web.max_message_size, compress=False, decode_text=True
+        )
         self._heard = True  # a frame arrived since the last heartbeat ping
         server.remember_socket(self)  # forgotten in connection_lost
         self.connection.write_raw(handshake)  # leaves with the welcome, in one write
@@ -164,8 +179,9 @@ class WebSocketProtocol(OrderedRequests):
             self.connection.write_raw(websocket_frames.pong_frame(message.data))
         elif kind is _CLOSE:  # the client's closing handshake: echo its code and hang up
             code = message.data
-            self.connection.send_close(code if isinstance(code, int) and 1000 <= code < 5000
-                                       else WSCloseCode.OK)  # an empty close has code 0
+            self.connection.send_close(
+                code if isinstance(code, int) and 1000 <= code < 5000 else WSCloseCode.OK
+            )  # an empty close has code 0
         # a pong only proves the client is alive, which _heard already records
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -179,8 +195,11 @@ class WebSocketProtocol(OrderedRequests):
             if not await self.server.handle_text(connection, request.data, count):
                 await connection.destroy()
         else:
-            await connection.send_message(replies.request_error(
-                "binary frames are not supported: send JSON text frames", count))
+            await connection.send_message(
+                replies.request_error(
+                    "binary frames are not supported: send JSON text frames", count
+                )
+            )
 
     # liveness ----------------------------------------------------------------------------
 
@@ -223,8 +242,12 @@ class FirstRequest(asyncio.Protocol):
                 self._hand_to_aiohttp()  # (aiohttp negotiates permessage-deflate)
                 return
             self._parser = HttpRequestParser(
-                self, asyncio.get_running_loop(), _MAX_HEAD,  # type: ignore[arg-type]
-                max_line_size=8190, max_field_size=8190)
+                self,  # type: ignore[arg-type]
+                asyncio.get_running_loop(),
+                _MAX_HEAD,
+                max_line_size=8190,
+                max_field_size=8190,
+            )
             data = received
         try:
             messages, _, tail = self._parser.feed_data(data)
