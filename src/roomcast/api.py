@@ -14,10 +14,12 @@ from typing import Any
 
 from roomcast.actions.builtin import BUILTIN_ACTIONS
 from roomcast.actions.processor import Actions
+from roomcast.chat.errors import WIRE_ERRORS
 from roomcast.chat.room import ChatRoom
 from roomcast.cluster import Cluster
 from roomcast.config import Config
 from roomcast.connection import Connections
+from roomcast.servers.outbox import Outbox
 
 log = logging.getLogger("roomcast")
 
@@ -36,7 +38,7 @@ class Api:
             config = dataclasses.replace(config, **overrides)
         self.config = config
         self.id: str = config.id
-        self.connections = Connections(self)
+        self.connections = Connections()
         self.cluster = Cluster(
             node_id=config.id,
             token=config.server_token,
@@ -46,10 +48,20 @@ class Api:
             rpc_timeout=config.cluster.rpc_timeout,
             presence_ttl=config.cluster.presence_ttl,
             watchdog_interval=config.cluster.watchdog_interval,
-            owns_connection=lambda connection_id: connection_id in self.connections,
+            owns_connection=self.connections.__contains__,
+            errors=WIRE_ERRORS,
         )
         self.redis = self.cluster.store.redis
-        self.chat_room = ChatRoom(self)
+        self.chat_room = ChatRoom(
+            node_id=config.id,
+            server_token=config.server_token,
+            starting_rooms=config.chat.starting_chat_rooms,
+            connections=self.connections,
+            cluster=self.cluster,
+        )
+        self.connections.leave_rooms = self.chat_room.leave_all
+        #: Connections with output queued this loop tick (see :class:`Outbox`).
+        self.outbox = Outbox()
         self.actions = Actions(self)
         self.public_roots: list[Path] = [Path(config.public)] if config.public else []
         self.public_roots.append(STATIC_DIR)
@@ -61,24 +73,32 @@ class Api:
     # lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect to the store, load actions, create starting rooms, open the listeners."""
+        """Connect to the store, load actions, create starting rooms, open the listeners.
+
+        If any step fails, what was already started is stopped again before the error
+        propagates: a node that failed to start leaves no listener or task behind.
+        """
         self.started_monotonic = time.monotonic()
-        await self.cluster.start()
-        for action in BUILTIN_ACTIONS:
-            self.actions.add(action)
-        for directory in self.config.actions:
-            await self.actions.load_directory(directory)
-        await self.chat_room.start()
-        if self.config.socket_port:
-            from roomcast.servers.tcp import TcpServer
+        try:
+            await self.cluster.start()
+            for action in BUILTIN_ACTIONS:
+                self.actions.add(action)
+            for directory in self.config.actions:
+                await self.actions.load_directory(directory)
+            await self.chat_room.start()
+            if self.config.socket_port:
+                from roomcast.servers.tcp import TcpServer
 
-            self.servers.append(TcpServer(self))
-        if self.config.web_port:
-            from roomcast.servers.web import WebServer
+                self.servers.append(TcpServer(self))
+            if self.config.web_port:
+                from roomcast.servers.web import WebServer
 
-            self.servers.append(WebServer(self))
-        for server in self.servers:
-            await server.start()
+                self.servers.append(WebServer(self))
+            for server in self.servers:
+                await server.start()
+        except BaseException:
+            await self._stop_started()
+            raise
         self.running = True
         log.info(
             "roomcast ready %s socket=%s web=%s",
@@ -86,6 +106,23 @@ class Api:
             self.socket_port or "off",
             self.web_port or "off",
         )
+
+    async def _stop_started(self) -> None:
+        """Undo a start that failed halfway: close the listeners that opened, stop the rest."""
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await server.stop()
+        self.servers.clear()
+        await self._cancel_tasks()
+        with contextlib.suppress(Exception):
+            await self.cluster.stop()
+
+    async def _cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:  # bounded: a task that ignores its cancellation cannot hang the stop
+            await asyncio.wait(tasks, timeout=5.0)
 
     async def stop(self) -> None:
         """Graceful shutdown: stop accepting, let actions finish (bounded), leave every room."""
@@ -103,8 +140,7 @@ class Api:
         await asyncio.gather(*(c.destroy() for c in self.connections), return_exceptions=True)
         for server in self.servers:
             await server.stop()
-        for task in list(self._tasks):
-            task.cancel()
+        await self._cancel_tasks()
         await self.cluster.stop()
         log.info("roomcast %s stopped", self.id)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +33,42 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
+class ConnectionState(enum.Enum):
+    """Where a connection is in its life; only :class:`Connections` moves it on.
+
+    ``CONNECTING``: create middleware runs, nothing is answered yet. ``OPEN``: registered,
+    requests are answered. ``CLOSING``: destroy middleware and room leaves run; no new
+    join may start. ``CLOSED``: forgotten and its transport closed.
+    """
+
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+CONNECTING, OPEN, CLOSING, CLOSED = (
+    ConnectionState.CONNECTING,
+    ConnectionState.OPEN,
+    ConnectionState.CLOSING,
+    ConnectionState.CLOSED,
+)
+
+
+class ConnectionRefused(Exception):
+    """Create middleware refused a connection; ``str()`` is its message for the client."""
+
+
 class Connection:
     """A client of this node.
 
     Transports subclass it and provide :meth:`frame`, :meth:`write_frame` and
     :meth:`close_transport`. ``framing`` names the wire encoding, so a chat message is
     framed once per kind of transport and the same bytes go to every member.
+
+    ``state`` is the connection's place in its life (:class:`ConnectionState`); code that
+    awaits on a connection's behalf checks it again afterwards, because the client may
+    have gone meanwhile.
     """
 
     # Slots keep the core fields compact; "__dict__" still lets code set its own
@@ -48,7 +79,6 @@ class Connection:
         "_tasks",
         "api",
         "connected_at",
-        "destroyed",
         "fingerprint",
         "id",
         "message_count",
@@ -57,6 +87,7 @@ class Connection:
         "remote_ip",
         "remote_port",
         "rooms",
+        "state",
         "total_actions",
     )
     type: str = "test"
@@ -83,11 +114,24 @@ class Connection:
         self.message_count = 0
         self.total_actions = 0
         self.pending_actions = 0
-        self.destroyed = False
+        self.state = CONNECTING
         self._tasks: set[asyncio.Task[Any]] | None = None
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.type} {self.id} {self.remote_ip}:{self.remote_port}>"
+        return (
+            f"<{type(self).__name__} {self.type} {self.id} {self.state.value} "
+            f"{self.remote_ip}:{self.remote_port}>"
+        )
+
+    @property
+    def open(self) -> bool:
+        """True while the connection is registered and not closing."""
+        return self.state is OPEN
+
+    @property
+    def destroyed(self) -> bool:
+        """True once the connection started closing (or was refused)."""
+        return self.state is CLOSING or self.state is CLOSED
 
     # transport hooks ---------------------------------------------------------------------
 
@@ -105,11 +149,18 @@ class Connection:
     def goodbye(self) -> None:
         """Send the transport's farewell before closing (the socket says ``Bye!``)."""
 
+    def refuse(self, reason: str) -> None:
+        """Tell the client it was refused, then close the transport (no goodbye)."""
+        self.write_frame(
+            self.frame(jsonwire.dumps({"status": "error", "error": reason, "context": "api"}))
+        )
+        self.close_transport()
+
     # public API --------------------------------------------------------------------------
 
     async def send_message(self, message: Any) -> None:
         """Push any JSON value to this client."""
-        if not self.destroyed:
+        if self.state is OPEN:
             self.write_frame(self.frame(jsonwire.dumps(message)))
 
     async def destroy(self) -> None:
@@ -149,7 +200,11 @@ ConnectionHook = Callable[[Connection], Any]
 
 @dataclass
 class ConnectionMiddleware:
-    """``create(connection)`` and ``destroy(connection)`` hooks (sync or async)."""
+    """``create(connection)`` and ``destroy(connection)`` hooks (sync or async).
+
+    ``create`` runs before the connection is registered or answered; raising refuses the
+    connection, and the client is told the error's message before it is closed.
+    """
 
     name: str
     priority: int = 100
@@ -158,20 +213,27 @@ class ConnectionMiddleware:
 
 
 class Connections:
-    """This node's connections by id (``api.connections``) and their middleware."""
+    """This node's connections by id (``api.connections``) and their middleware.
 
-    def __init__(self, api: Api) -> None:
-        self.api = api
+    It owns every change of a connection's :class:`ConnectionState`. ``leave_rooms`` is
+    how a closing connection leaves its rooms (the chat room's ``leave_all``).
+    """
+
+    def __init__(self) -> None:
         self._by_id: dict[str, Connection] = {}
         self._middleware: list[ConnectionMiddleware] = []
+        self._creates: list[ConnectionHook] = []
+        self.leave_rooms: Callable[[Connection], Awaitable[None]] | None = None
 
     def add_middleware(self, middleware: ConnectionMiddleware) -> None:
         self._middleware = [m for m in self._middleware if m.name != middleware.name]
         self._middleware.append(middleware)
         self._middleware.sort(key=lambda m: m.priority)
+        self._creates = [m.create for m in self._middleware if m.create is not None]
 
     def remove_middleware(self, name: str) -> None:
         self._middleware = [m for m in self._middleware if m.name != name]
+        self._creates = [m.create for m in self._middleware if m.create is not None]
 
     def get(self, connection_id: str) -> Connection | None:
         return self._by_id.get(connection_id)
@@ -186,38 +248,68 @@ class Connections:
         return iter(list(self._by_id.values()))
 
     async def register(self, connection: Connection) -> None:
-        """Track a new connection and run create middleware."""
+        """Run create middleware, then open and track ``connection``.
+
+        Raises :class:`ConnectionRefused` when a create hook raised (the connection is
+        then closed and was never tracked), or when the client went away while the hooks
+        ran (then the destroy hooks have run too). Either way the caller answers nothing.
+        """
+        if connection.state is not CONNECTING:
+            raise ConnectionRefused("connection already registered or closed")
+        for create in self._creates:
+            try:
+                await call_hook(create, connection)
+            except Exception as error:
+                log.debug("create middleware refused %r: %s", connection, error)
+                connection.state = CLOSED
+                raise ConnectionRefused(str(error) or type(error).__name__) from error
+            if connection.state is not CONNECTING:  # the client left while we awaited
+                await self._run_destroy_hooks(connection)
+                connection.state = CLOSED
+                raise ConnectionRefused("connection closed during create middleware")
+        connection.state = OPEN
         self._by_id[connection.id] = connection
-        for middleware in self._middleware:
-            if middleware.create is not None:
-                await call_hook(middleware.create, connection)
 
     def register_now(self, connection: Connection) -> bool:
         """:meth:`register` without awaiting, when no create middleware has to run.
 
-        Returns False (and tracks nothing) when some create middleware exists: the caller
+        Returns False (and changes nothing) when some create middleware exists: the caller
         then awaits :meth:`register`. Lets a transport register without a task per client.
         """
-        for middleware in self._middleware:
-            if middleware.create is not None:
-                return False
+        if self._creates or connection.state is not CONNECTING:
+            return False
+        connection.state = OPEN
         self._by_id[connection.id] = connection
         return True
 
     async def destroy(self, connection: Connection) -> None:
-        """Run destroy middleware, leave every room, forget the connection, close it."""
-        if connection.destroyed:
+        """Run destroy middleware, leave every room, forget the connection, close it.
+
+        A connection still ``CONNECTING`` is only marked ``CLOSING``: :meth:`register`
+        notices after its current hook and finishes the job.
+        """
+        state = connection.state
+        if state is CONNECTING:
+            connection.state = CLOSING
+            connection.close_transport()
             return
-        connection.destroyed = True
+        if state is not OPEN:
+            return
+        connection.state = CLOSING
+        try:
+            await self._run_destroy_hooks(connection)
+            if self.leave_rooms is not None:
+                await self.leave_rooms(connection)
+        finally:
+            self._by_id.pop(connection.id, None)
+            connection.goodbye()
+            connection.close_transport()
+            connection.state = CLOSED
+
+    async def _run_destroy_hooks(self, connection: Connection) -> None:
         for middleware in self._middleware:
             if middleware.destroy is not None:
                 try:
                     await call_hook(middleware.destroy, connection)
                 except Exception:
                     log.exception("connection destroy middleware %s failed", middleware.name)
-        try:
-            await self.api.chat_room.leave_all(connection)
-        finally:
-            self._by_id.pop(connection.id, None)
-            connection.goodbye()
-            connection.close_transport()

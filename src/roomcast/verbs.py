@@ -9,25 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from roomcast.protocol.requests import VERBS
+
 if TYPE_CHECKING:
     from roomcast.connection import Connection
 
-#: Verbs handled here; ``quit``/``exit`` and ``file`` are handled by each transport.
-VERBS = frozenset(
-    {
-        "paramAdd",
-        "paramView",
-        "paramDelete",
-        "paramsView",
-        "paramsDelete",
-        "roomAdd",
-        "roomLeave",
-        "roomView",
-        "detailsView",
-        "documentation",
-        "say",
-    }
-)
+__all__ = ["VERBS", "VerbError", "run_verb"]
 
 
 class VerbError(Exception):

@@ -152,6 +152,7 @@ class Actions:
             module = importlib.util.module_from_spec(spec)
             sys.modules[module_name] = module
             spec.loader.exec_module(module)
+            here: list[str] = []
             for value in vars(module).values():
                 if (
                     inspect.isclass(value)
@@ -161,9 +162,10 @@ class Actions:
                     and value.__module__ == module_name
                 ):
                     self.add(value)
-                    loaded.append(value.name)
+                    here.append(value.name)
+            loaded.extend(here)
             initialize = getattr(module, "initialize", None)
             if callable(initialize):
                 await call_hook(initialize, self.api)
-            log.info("loaded %s (%s)", path.name, ", ".join(loaded) or "no actions")
+            log.info("loaded %s (%s)", path.name, ", ".join(here) or "no actions")
         return loaded

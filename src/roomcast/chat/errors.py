@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from roomcast.cluster.errors import WireErrors
+
 
 class ChatError(Exception):
     """Base of every chat-room error; ``str(error)`` is the wire text."""
@@ -46,9 +48,12 @@ class RpcTimeout(ChatError):
         super().__init__("RPC Timeout")
 
 
-_BY_NAME: dict[str, type[ChatError]] = {
-    cls.__name__: cls
-    for cls in (
+#: How chat errors cross the cluster: rebuilt with their class and text on the caller.
+WIRE_ERRORS = WireErrors(
+    timeout=RpcTimeout,
+    not_found=ConnectionNotFound,
+    remote=RemoteError,
+    known=(
         RoomAndMessageRequired,
         RoomRequired,
         RoomNotFound,
@@ -56,13 +61,10 @@ _BY_NAME: dict[str, type[ChatError]] = {
         NotInRoom,
         ConnectionNotFound,
         RpcTimeout,
-    )
-}
+    ),
+)
 
 
-def error_from_wire(kind: str, message: str) -> ChatError:
+def error_from_wire(kind: str, message: str) -> Exception:
     """Rebuild an error that crossed the cluster: same class when known, same text always."""
-    cls = _BY_NAME.get(kind)
-    error = RemoteError(message) if cls is None else cls.__new__(cls)
-    Exception.__init__(error, message)
-    return error
+    return WIRE_ERRORS.rebuild(kind, message)

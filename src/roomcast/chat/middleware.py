@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from roomcast.hooks import call_hook
+
+log = logging.getLogger("roomcast.chat")
 
 if TYPE_CHECKING:
     from roomcast.connection import Connection
@@ -93,7 +96,14 @@ class ChatMiddlewareChain:
         for hook in self.say:
             try:
                 result = await call_hook(hook, connection, room, payload)
-            except Exception:
+            except Exception as error:  # skips this recipient only; the others still get it
+                log.warning(
+                    "say middleware %s skipped %s in %s: %r",
+                    getattr(hook, "__qualname__", hook),
+                    getattr(connection, "id", connection),
+                    room,
+                    error,
+                )
                 return None
             if result is False:
                 return None

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from roomcast import jsonwire
@@ -27,11 +27,11 @@ from roomcast.chat.errors import (
 )
 from roomcast.chat.middleware import ChatMiddleware, ChatMiddlewareChain
 from roomcast.chat.room_index import RoomIndex
-from roomcast.cluster import REDIS_DOWN
+from roomcast.cluster.errors import REDIS_DOWN
 
 if TYPE_CHECKING:
-    from roomcast.api import Api
-    from roomcast.connection import Connection
+    from roomcast.cluster import Cluster
+    from roomcast.connection import Connection, Connections
 
 log = logging.getLogger("roomcast.chat")
 
@@ -51,34 +51,44 @@ class ChatRoom:
     or in a subclass to change what is stored, shown and sent.
     """
 
-    def __init__(self, api: Api) -> None:
-        self.api = api
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        server_token: str,
+        starting_rooms: Iterable[str],
+        connections: Connections,
+        cluster: Cluster,
+    ) -> None:
+        self.node_id = node_id
         self.index = RoomIndex()
         self.middleware = ChatMiddlewareChain()
-        self._keys = api.cluster.keys
-        self._store = api.cluster.store
-        self._bus = api.cluster.bus
+        self._starting_rooms = list(starting_rooms)
+        self._connections = connections
+        self._cluster = cluster
+        self._keys = cluster.keys
+        self._store = cluster.store
+        self._bus = cluster.bus
         # The embedded store is this node's alone: no other node can hear a room's channel,
         # so a say is not published (it would only come back to us, to be dropped).
-        self._publish = not api.cluster.embedded
+        self._publish = not cluster.embedded
+        self._server_token = server_token
         # What was stored for each local membership, so a resync writes it unchanged.
         self._details: dict[tuple[str, str], dict[str, Any]] = {}
         self._member_writes = _WriteGate()
         self._rooms_seen: dict[str, float] = {}  # room -> until when it is known to exist
         self._room_checks: dict[str, asyncio.Future[bool]] = {}
-        self._header = (
-            jsonwire.dumps({"serverToken": api.config.server_token, "serverId": api.id}) + b"\n"
-        )
+        self._header = jsonwire.dumps({"serverToken": server_token, "serverId": node_id}) + b"\n"
 
     # lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        cluster = self.api.cluster
+        cluster = self._cluster
         cluster.register("chat.add_member", self._rpc_add_member)
         cluster.register("chat.remove_member", self._rpc_remove_member)
         cluster.register("chat.evict_room", self._rpc_evict_room)
         cluster.presence.on_resync = self.resync
-        for room in self.api.config.chat.starting_chat_rooms:
+        for room in self._starting_rooms:
             try:
                 await self.add(room)
             except REDIS_DOWN as error:
@@ -93,7 +103,7 @@ class ChatRoom:
         # No membership write may run while the index is read and Redis rewritten, or a
         # leave could be undone (or a join deleted) by this snapshot.
         async with self._member_writes.closed():
-            rooms = set(self.api.config.chat.starting_chat_rooms) | set(self.index.rooms())
+            rooms = set(self._starting_rooms) | set(self.index.rooms())
             members: dict[tuple[str, str], dict[str, Any]] = {}
             for room in self.index.rooms():
                 for connection in self.index.members(room):
@@ -101,7 +111,7 @@ class ChatRoom:
                     if details is None:
                         details = self.generate_member_details(connection)
                     members[(connection.id, room)] = details
-            stale = await self._store.reconcile_node(self.api.id, rooms, members)
+            stale = await self._store.reconcile_node(self.node_id, rooms, members)
         log.info(
             "wrote %d rooms and %d memberships to Redis again; removed %d stale",
             len(rooms),
@@ -112,7 +122,7 @@ class ChatRoom:
     def _store_failed(self, what: str, error: Exception) -> None:
         """A write to Redis failed: chat goes on locally, presence resyncs when it can."""
         log.warning("%s: %s; will write it when Redis is back", what, error)
-        self.api.cluster.presence.request_resync()
+        self._cluster.presence.request_resync()
 
     # middleware --------------------------------------------------------------------------
 
@@ -127,7 +137,7 @@ class ChatRoom:
 
     def generate_member_details(self, connection: Connection) -> dict[str, Any]:
         """What is stored for a member; default ``{"id", "joinedAt", "host"}``."""
-        return {"id": connection.id, "joinedAt": now_ms(), "host": self.api.id}
+        return {"id": connection.id, "joinedAt": now_ms(), "host": self.node_id}
 
     def sanitize_member_details(self, data: dict[str, Any]) -> dict[str, Any]:
         """What ``room_status`` shows of a stored member; ``id`` is filled in afterwards."""
@@ -163,11 +173,14 @@ class ChatRoom:
             raise RoomNotFound()
         await self.broadcast({}, room, ROOM_DELETED)
         try:
-            await self.api.cluster.call_all("chat.evict_room", room)
+            await self._cluster.call_all("chat.evict_room", room)
         except RpcTimeout:  # a node that died a moment ago; presence reaps its members
             log.warning("a node did not confirm the eviction from %s", room)
-        await self._store.remove_room(room)
-        self._rooms_seen.pop(room, None)
+        except Exception as error:  # the room still goes: members left behind are stale
+            log.warning("eviction from %s failed on a node: %s", room, error)
+        finally:
+            self._rooms_seen.pop(room, None)
+            await self._store.remove_room(room)
 
     async def _room_exists(self, room: str, remembered: bool = True) -> bool:
         """``exists`` for joins and leaves: concurrent checks share one Redis read, and a
@@ -208,9 +221,9 @@ class ChatRoom:
 
     async def add_member(self, connection_id: str, room: str) -> bool:
         """Add a connection of any node to ``room``; True, or the owning node's error."""
-        connection = self.api.connections.get(connection_id)
+        connection = self._connections.get(connection_id)
         if connection is None:
-            result = await self.api.cluster.call(
+            result = await self._cluster.call(
                 "chat.add_member", connection_id, room, connection_id=connection_id
             )
             return bool(result)
@@ -218,9 +231,9 @@ class ChatRoom:
 
     async def remove_member(self, connection_id: str, room: str) -> bool:
         """Remove a connection of any node from ``room``; True, or the owning node's error."""
-        connection = self.api.connections.get(connection_id)
+        connection = self._connections.get(connection_id)
         if connection is None:
-            result = await self.api.cluster.call(
+            result = await self._cluster.call(
                 "chat.remove_member", connection_id, room, connection_id=connection_id
             )
             return bool(result)
@@ -239,7 +252,12 @@ class ChatRoom:
             raise RoomNotFound()
         if self.middleware.join:
             await self.middleware.run_join(connection, room)
-        if room in connection.rooms:  # a concurrent join won while we awaited
+        # The awaits above let other work run: the connection may have started closing
+        # (its rooms are being left from a snapshot that lacks this one), or a concurrent
+        # join of the same room may have won.
+        if not connection.open:
+            raise ConnectionNotFound()
+        if room in connection.rooms:
             raise AlreadyInRoom(room)
         connection.rooms.append(room)
         self.index.add(room, connection)
@@ -251,7 +269,7 @@ class ChatRoom:
         if not gate.enter_now():
             await gate.enter()
         try:
-            await self._store.add_member(room, connection.id, self.api.id, details)
+            await self._store.add_member(room, connection.id, self.node_id, details)
         except REDIS_DOWN as error:
             self._store_failed(f"member {connection.id} of {room} not stored", error)
         finally:
@@ -282,7 +300,7 @@ class ChatRoom:
         if not gate.enter_now():
             await gate.enter()
         try:
-            await self._store.remove_member(room, connection.id, self.api.id)
+            await self._store.remove_member(room, connection.id, self.node_id)
         except REDIS_DOWN as error:
             self._store_failed(f"member {connection.id} of {room} not removed", error)
         finally:
@@ -312,8 +330,8 @@ class ChatRoom:
         return await self._remove_local_member(self._local_connection(connection_id), room)
 
     def _local_connection(self, connection_id: str) -> Connection:
-        connection = self.api.connections.get(connection_id)
-        if connection is None:  # it left between the owner check and this call
+        connection = self._connections.get(connection_id)
+        if connection is None or not connection.open:  # it left after the owner check
             raise ConnectionNotFound()
         return connection
 
@@ -359,10 +377,10 @@ class ChatRoom:
         except ValueError:
             log.warning("dropped undecodable chat message on %s", channel)
             return
-        if not isinstance(meta, dict) or meta.get("serverToken") != self.api.config.server_token:
+        if not isinstance(meta, dict) or meta.get("serverToken") != self._server_token:
             log.warning("dropped chat message with a wrong serverToken on %s", channel)
             return
-        if meta.get("serverId") == self.api.id:
+        if meta.get("serverId") == self.node_id:
             return  # delivered locally when it was said
         room = channel[len(self._keys.room_channel("")) :]
         await self.deliver_local(room, None, body)

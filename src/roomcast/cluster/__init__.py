@@ -8,13 +8,14 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from roomcast.cluster.bus import REDIS_DOWN, Bus
+from roomcast.cluster.bus import Bus
+from roomcast.cluster.errors import REDIS_DOWN, WireErrors
 from roomcast.cluster.keys import Keys
 from roomcast.cluster.presence import Presence
 from roomcast.cluster.rpc import Rpc
 from roomcast.cluster.store import Store, connect
 
-__all__ = ["REDIS_DOWN", "Bus", "Cluster", "Keys", "Presence", "Rpc", "Store"]
+__all__ = ["REDIS_DOWN", "Bus", "Cluster", "Keys", "Presence", "Rpc", "Store", "WireErrors"]
 
 log = logging.getLogger("roomcast.cluster")
 
@@ -38,6 +39,7 @@ class Cluster:
         presence_ttl: float,
         watchdog_interval: float,
         owns_connection: Callable[[str], bool],
+        errors: WireErrors | None = None,
     ) -> None:
         self.node_id = node_id
         self.token = token
@@ -70,6 +72,7 @@ class Cluster:
             store=self.store,
             timeout=rpc_timeout,
             owns_connection=owns_connection,
+            errors=errors,
         )
         self.presence = Presence(self.store, node_id, presence_ttl)
         # A rebuilt subscriber may mean Redis restarted empty: write our state again.

@@ -19,14 +19,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+
+from roomcast.cluster.errors import REDIS_DOWN
 
 log = logging.getLogger("roomcast.bus")
 
 Handler = Callable[[str, bytes], Awaitable[None] | None]
-
-# What a lost or broken Redis raises; the bus survives all of them.
-REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
 
 class Bus:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from roomcast.cluster.bus import REDIS_DOWN
+from roomcast.cluster.errors import REDIS_DOWN
 from roomcast.cluster.store import Store
 
 log = logging.getLogger("roomcast.presence")

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roomcast import jsonwire
-from roomcast.chat.errors import ConnectionNotFound, RpcTimeout, error_from_wire
 from roomcast.cluster.bus import Bus
+from roomcast.cluster.errors import WireErrors
 from roomcast.cluster.keys import Keys
 from roomcast.cluster.store import Store
 
@@ -51,8 +51,10 @@ class Rpc:
         store: Store,
         timeout: float,
         owns_connection: Callable[[str], bool],
+        errors: WireErrors | None = None,
     ) -> None:
         self.node_id = node_id
+        self._errors = errors or WireErrors()
         self._token = token
         self._keys = keys
         self._bus = bus
@@ -75,7 +77,7 @@ class Rpc:
     async def stop(self) -> None:
         for waiter in self._waiters.values():
             if not waiter.future.done():
-                waiter.future.set_exception(RpcTimeout())
+                waiter.future.set_exception(self._errors.timeout())
         self._waiters.clear()
         for task in list(self._tasks):
             task.cancel()
@@ -88,7 +90,7 @@ class Rpc:
         """
         others = [n for n in await self._store.live_nodes() if n != self.node_id]
         if not others:
-            raise ConnectionNotFound()
+            raise self._errors.not_found()
         return await self._send(method, args, connection_id, set(others))
 
     async def call_all(self, method: str, *args: Any) -> dict[str, Any]:
@@ -125,11 +127,11 @@ class Rpc:
         }
         try:
             if not await self._bus.publish(self._keys.rpc_channel, jsonwire.dumps(envelope)):
-                raise RpcTimeout()
+                raise self._errors.timeout()
             async with asyncio.timeout(self.timeout):
                 return await future
         except TimeoutError:
-            raise RpcTimeout() from None
+            raise self._errors.timeout() from None
         finally:
             self._waiters.pop(request_id, None)
 
@@ -185,14 +187,14 @@ class Rpc:
         node = str(reply.get("serverId"))
         if "error" in reply:
             waiter.future.set_exception(
-                error_from_wire(str(reply.get("errorType")), str(reply["error"]))
+                self._errors.rebuild(str(reply.get("errorType")), str(reply["error"]))
             )
             return
         if waiter.for_connection:
             if reply.get("notOwner"):
                 waiter.expected.discard(node)
                 if not waiter.expected:
-                    waiter.future.set_exception(ConnectionNotFound())
+                    waiter.future.set_exception(self._errors.not_found())
             else:
                 waiter.future.set_result(reply.get("result"))
             return

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 
 from roomcast import jsonwire
 from roomcast.cluster.keys import Keys
@@ -156,9 +157,9 @@ class Store:
         the node set; return how many memberships went, or None when another node holds
         the reap lock (it is doing the same work).
         """
-        got = await self.redis.set(
-            self.keys.reap_lock(node_id), "1", nx=True, px=int(lock_seconds * 1000)
-        )
+        lock = self.keys.reap_lock(node_id)
+        token = os.urandom(16).hex()
+        got = await self.redis.set(lock, token, nx=True, px=int(lock_seconds * 1000))
         if not got:
             return None
         try:
@@ -172,7 +173,22 @@ class Store:
                 await pipe.execute()
             return len(entries)
         finally:
-            await self.redis.delete(self.keys.reap_lock(node_id))
+            await self._release(lock, token)
+
+    async def _release(self, lock: str, token: str) -> bool:
+        """Delete ``lock`` only while it still holds ``token``: a lock that expired and was
+        taken by another node meanwhile is theirs, and stays. True when it was deleted."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(lock)
+                if _text(await pipe.get(lock) or b"") != token:
+                    return False
+                pipe.multi()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                pipe.delete(lock)
+                await pipe.execute()
+            except WatchError:  # it changed between our read and the delete: not ours
+                return False
+        return True
 
     async def node_memberships(self, node_id: str) -> set[tuple[str, str]]:
         """The ``(connection id, room)`` pairs stored as owned by ``node_id``."""

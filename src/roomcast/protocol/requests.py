@@ -5,6 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Verb names of the wire (beside ``quit``/``exit`` and ``file``, which each transport
+#: answers itself); :mod:`roomcast.verbs` runs them.
+VERBS = frozenset(
+    {
+        "paramAdd",
+        "paramView",
+        "paramDelete",
+        "paramsView",
+        "paramsDelete",
+        "roomAdd",
+        "roomLeave",
+        "roomView",
+        "detailsView",
+        "documentation",
+        "say",
+    }
+)
+
 
 @dataclass(frozen=True, slots=True)
 class VerbRequest:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from roomcast import jsonwire
 from roomcast.protocol.requests import (
+    VERBS,
     ActionRequest,
     FileRequest,
     InvalidRequest,
@@ -19,7 +20,6 @@ from roomcast.protocol.requests import (
     Request,
     VerbRequest,
 )
-from roomcast.verbs import VERBS
 
 _LINE_END = re.compile(rb"[\r\n]")
 # Telnet's "interrupt process" (Ctrl-C) and a lone end-of-transmission (Ctrl-D).

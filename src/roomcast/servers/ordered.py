@@ -11,6 +11,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from roomcast.connection import ConnectionRefused
+
 if TYPE_CHECKING:
     from roomcast.api import Api
     from roomcast.connection import Connection
@@ -36,14 +38,16 @@ class OrderedRequests(asyncio.Protocol):
 
     def register(self, connection: Connection) -> None:
         """Track the new client: at once when no create middleware must run, else in the
-        worker, before any request is answered. :meth:`registered` runs after."""
+        worker, before any request is answered. :meth:`registered` runs after; a client
+        that create middleware refuses is told why and closed, and nothing it sent is
+        answered."""
         if self.api.connections.register_now(connection):
             self.registered()
         else:
             self._worker = asyncio.create_task(self._register_then_run())
 
     def registered(self) -> None:
-        """Called once the client is registered (the WebSocket sends its welcome here)."""
+        """Called once the client is registered (the transport sends its welcome here)."""
 
     def accept(self, count: int, request: Any) -> None:
         """Queue request number ``count``; it is answered after those before it."""
@@ -59,13 +63,19 @@ class OrderedRequests(asyncio.Protocol):
         raise NotImplementedError
 
     async def _register_then_run(self) -> None:
-        await self.api.connections.register(self.connection)
+        connection = self.connection
+        try:
+            await self.api.connections.register(connection)
+        except ConnectionRefused as refusal:
+            self._queue.clear()
+            connection.refuse(str(refusal))
+            return
         self.registered()
         await self._run()
 
     async def _run(self) -> None:
         connection = self.connection
-        while self._queue and not connection.destroyed:
+        while self._queue and connection.open:
             count, request = self._queue.pop(0)
             try:
                 await self.process(count, request)

@@ -1,8 +1,8 @@
 """Connections that write to an asyncio transport, with writes coalesced per loop tick.
 
 Everything sent to one client within one event-loop iteration leaves in a single
-``transport.write``: a member receiving many chat messages per tick costs one syscall,
-not one per message.
+``transport.write`` (through the node's :class:`~roomcast.servers.outbox.Outbox`): a
+member receiving many chat messages per tick costs one syscall, not one per message.
 """
 
 from __future__ import annotations
@@ -17,42 +17,6 @@ if TYPE_CHECKING:
     from roomcast.api import Api
 
 log = logging.getLogger("roomcast.servers")
-
-
-class _Outbox:
-    """The connections with queued bytes, flushed together once per loop iteration."""
-
-    __slots__ = ("_loop", "waiting")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        #: Connections to flush; the flush is scheduled exactly while this is non-empty.
-        self.waiting: list[StreamConnection] = []
-        self._loop = loop
-
-    def schedule(self) -> None:
-        """Flush :attr:`waiting` in the next loop iteration (call once it stops being empty)."""
-        self._loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        waiting, self.waiting = self.waiting, []
-        for connection in waiting:
-            try:
-                connection.flush()
-            except Exception:  # one broken connection must not leave the others unflushed
-                log.exception("flushing %s failed", connection.id)
-
-
-_outboxes: dict[asyncio.AbstractEventLoop, _Outbox] = {}
-
-
-def _outbox() -> _Outbox:
-    loop = asyncio.get_running_loop()
-    outbox = _outboxes.get(loop)
-    if outbox is None:
-        if len(_outboxes) > 16:  # loops of finished asyncio.run() calls
-            _outboxes.clear()
-        outbox = _outboxes[loop] = _Outbox(loop)
-    return outbox
 
 
 class StreamConnection(Connection):
@@ -76,12 +40,12 @@ class StreamConnection(Connection):
         self._send_limit = send_limit
         self._queued: Any = None
         self._more: list[Any] | None = None
-        self._outbox = _outbox()
+        self._outbox = api.outbox
 
     def write_frame(self, frame: Any) -> None:
         if self._queued is None:
             self._queued = frame
-            waiting = self._outbox.waiting  # _Outbox.add, inlined: this runs per member
+            waiting = self._outbox.waiting  # inlined Outbox.add: this runs per member
             waiting.append(self)
             if len(waiting) == 1:
                 self._outbox.schedule()

@@ -86,8 +86,11 @@ class SocketProtocol(OrderedRequests):
         peer = transport.get_extra_info("peername") or ("", 0)
         connection = SocketConnection(self.api, transport, str(peer[0]), int(peer[1]))
         self.connection = connection
-        connection.write_raw(_welcome_line(self.api.config.socket.welcome))
         self.register(connection)
+
+    def registered(self) -> None:
+        assert self.connection is not None
+        self.connection.write_raw(_welcome_line(self.api.config.socket.welcome))
 
     def data_received(self, data: bytes) -> None:
         connection = self.connection

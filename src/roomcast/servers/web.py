@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 
 from roomcast import jsonwire
 from roomcast.actions.errors import ActionError
-from roomcast.connection import Connection
+from roomcast.connection import Connection, ConnectionRefused
 from roomcast.dispatch import PublicFileNotFound, answer, read_public_file
 from roomcast.protocol import replies
 from roomcast.protocol.requests import ActionRequest, FileRequest, QuitRequest
@@ -211,7 +211,10 @@ class WebServer:
             remote_port=int(peer[1]) if peer else 0,
             fingerprint=request.cookies.get(SESSION_COOKIE),
         )
-        await self.api.connections.register(connection)
+        try:
+            await self.api.connections.register(connection)
+        except ConnectionRefused as refusal:
+            return _json({"error": str(refusal)}, 403)
         try:
             data = await self.api.actions.run_or_raise(
                 connection, request.match_info.get("action", ""), params
