@@ -16,7 +16,7 @@ from roomcast.actions.builtin import BUILTIN_ACTIONS
 from roomcast.actions.processor import Actions
 from roomcast.chat.room import ChatRoom
 from roomcast.cluster import Cluster
-from roomcast.config import Config
+from roomcast.config import Config, validate
 from roomcast.connection import Connections
 
 log = logging.getLogger("roomcast")
@@ -61,7 +61,12 @@ class Api:
     # lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect to the store, load actions, create starting rooms, open the listeners."""
+        """Connect to the store, load actions, create starting rooms, open the listeners.
+
+        Raises :class:`~roomcast.config.ConfigError` for a setting it cannot start with.
+        """
+        for warning in validate(self.config):
+            log.warning("%s", warning)
         self.started_monotonic = time.monotonic()
         await self.cluster.start()
         for action in BUILTIN_ACTIONS:
