@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import trustme
 
 import roomcast
 from roomcast.config import Config, ConfigError, load_config
@@ -98,7 +99,12 @@ def test_env_actions_split_on_the_path_separator():
     assert load_config({}, env=env).actions == ["one", "two"]
 
 
-def test_every_flag_has_an_env_variable():
+def test_every_flag_has_an_env_variable(tmp_path):
+    # The certificate and key must be real: they are checked when the settings load.
+    issued = trustme.CA().issue_cert("127.0.0.1")
+    cert, key = str(tmp_path / "c.pem"), str(tmp_path / "k.pem")
+    issued.cert_chain_pems[0].write_to_path(cert)
+    issued.private_key_pem.write_to_path(key)
     env = {
         "ROOMCAST_ID": "n",
         "ROOMCAST_BIND": "0.0.0.0",
@@ -109,8 +115,8 @@ def test_every_flag_has_an_env_variable():
         "ROOMCAST_ACTIONS": "acts",
         "ROOMCAST_PUBLIC": "pub",
         "ROOMCAST_SERVER_TOKEN": "tok",
-        "ROOMCAST_TLS_CERT": "c.pem",
-        "ROOMCAST_TLS_KEY": "k.pem",
+        "ROOMCAST_TLS_CERT": cert,
+        "ROOMCAST_TLS_KEY": key,
         "ROOMCAST_LOG_LEVEL": "debug",
     }
     config = load_config({}, env=env)
@@ -124,8 +130,8 @@ def test_every_flag_has_an_env_variable():
         actions=["acts"],
         public="pub",
         server_token="tok",
-        tls_cert="c.pem",
-        tls_key="k.pem",
+        tls_cert=cert,
+        tls_key=key,
         log_level="debug",
     )
 

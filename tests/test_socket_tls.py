@@ -123,7 +123,7 @@ def test_a_plaintext_client_gets_no_welcome_and_the_node_keeps_serving(tls_node,
         client.close()
 
 
-def test_missing_certificate_files_stop_the_node_with_exit_code_1(tmp_path: Path):
+def test_missing_certificate_files_stop_the_node_with_exit_code_2(tmp_path: Path):
     result = subprocess.run(
         [
             sys.executable,
@@ -144,5 +144,5 @@ def test_missing_certificate_files_stop_the_node_with_exit_code_1(tmp_path: Path
         timeout=30,
         env={k: v for k, v in os.environ.items() if not k.startswith("ROOMCAST_")},
     )
-    assert result.returncode == 1
-    assert "could not start" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.startswith("roomcast: cannot read the --tls-cert file")

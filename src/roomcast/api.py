@@ -17,7 +17,7 @@ from roomcast.actions.processor import Actions
 from roomcast.chat.errors import WIRE_ERRORS
 from roomcast.chat.room import ChatRoom
 from roomcast.cluster import Cluster
-from roomcast.config import Config
+from roomcast.config import Config, validate
 from roomcast.connection import Connections
 from roomcast.servers.outbox import Outbox
 
@@ -77,7 +77,10 @@ class Api:
 
         If any step fails, what was already started is stopped again before the error
         propagates: a node that failed to start leaves no listener or task behind.
+        Raises :class:`~roomcast.config.ConfigError` for a setting it cannot start with.
         """
+        for warning in validate(self.config):
+            log.warning("%s", warning)
         self.started_monotonic = time.monotonic()
         try:
             await self.cluster.start()

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -13,7 +14,15 @@ from typing import Any
 
 from roomcast import __version__
 from roomcast.api import Api
-from roomcast.config import ConfigError, load_config
+from roomcast.config import (
+    ConfigError,
+    closest_environment_variable,
+    load_config,
+    settings_reference,
+    unknown_environment_variables,
+)
+
+log = logging.getLogger("roomcast")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,25 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"roomcast {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     start = commands.add_parser("start", help="run a node in the foreground")
-    start.add_argument("--config", help="TOML settings file")
-    start.add_argument("--id", help="node id (default: hostname-pid)")
-    start.add_argument("--bind", help="address of every listener (default 127.0.0.1)")
-    start.add_argument(
-        "--socket-port", type=int, help="TCP line protocol port; 0 disables (default 5000)"
-    )
-    start.add_argument(
-        "--web-port", type=int, help="HTTP + WebSocket port; 0 disables (default 8080)"
-    )
-    start.add_argument("--redis-url", help="key store Redis (default: embedded, one node)")
-    start.add_argument("--pubsub-url", help="pub/sub Redis (default: --redis-url)")
-    start.add_argument(
-        "--actions", action="append", help="directory of action modules (repeatable)"
-    )
-    start.add_argument("--public", help="directory of static files")
-    start.add_argument("--server-token", help="shared cluster secret")
-    start.add_argument("--tls-cert", help="PEM certificate: the TCP server speaks TLS")
-    start.add_argument("--tls-key", help="PEM private key for --tls-cert")
-    start.add_argument("--log-level", help="debug, info, warning or error (default info)")
+    start.add_argument("--config", help="TOML settings file (also ROOMCAST_CONFIG)")
+    # The flags' help comes from the settings' own descriptions, so it cannot drift.
+    for info in settings_reference():
+        if info.flag is None:
+            continue
+        shown = "" if info.default in (None, []) else f" (default {info.default})"
+        options: dict[str, Any] = {"help": f"{info.help}{shown}; env {info.env}"}
+        if isinstance(info.default, list):
+            options["action"] = "append"
+        elif isinstance(info.default, int):
+            options["type"] = int
+        start.add_argument(info.flag, **options)
     return parser
 
 
@@ -80,12 +82,41 @@ def _event_loop_runner() -> Any:
     return uvloop.run
 
 
+def _raise_open_file_limit() -> None:
+    """Raise the open-file soft limit to the hard limit, so a node can hold as many
+    connections as the system lets it; when that is not possible, keep the current one."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as error:
+        log.debug("open-file limit left as it is: %s", error)
+        return
+    log.debug("open-file limit %s (was %s)", hard, soft)
+
+
+def _warn_about_unknown_environment() -> None:
+    for name in unknown_environment_variables(os.environ):
+        closest = closest_environment_variable(name)
+        hint = f" (did you mean {closest}?)" if closest else ""
+        log.warning("unknown environment variable %s is ignored%s", name, hint)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command != "start":
         parser.print_help()
         return 2
+    # Configured before the settings are read, so warnings about them are printed too.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    _warn_about_unknown_environment()
     runner = _event_loop_runner()
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
@@ -93,13 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, OSError, ValueError) as error:
         print(f"roomcast: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.getLogger().setLevel(config.log_level.upper())
+    _raise_open_file_limit()
     try:
         runner(run_node(Api(config)))
     except OSError as error:
-        logging.getLogger("roomcast").error("could not start: %s", error)
+        log.error("could not start: %s", error)
         return 1
     return 0

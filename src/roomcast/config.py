@@ -2,81 +2,222 @@
 
 Precedence is flag > environment > file > default. In the TOML file the flags are
 top-level keys with underscores; the other settings live in the ``[chat]``, ``[socket]``,
-``[web]`` and ``[cluster]`` tables.
+``[web]``, ``[cluster]`` and ``[limits]`` tables. Each setting's description is in its
+field's metadata, so :func:`settings_reference` (and the CLI help) cannot drift from it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import socket
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_WELCOME = "Hello! Welcome to the roomcast api"
+DEFAULT_SERVER_TOKEN = "change-me"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 def default_node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def _about(
+    text: str, *, off_at_zero: bool = False, shown_default: str | None = None
+) -> dict[str, Any]:
+    """Field metadata: the setting's description, whether 0 turns it off, how to show
+    a default that is computed at start."""
+    return {"help": text, "off_at_zero": off_at_zero, "shown_default": shown_default}
+
+
 @dataclass
 class ChatSettings:
-    starting_chat_rooms: list[str] = field(default_factory=lambda: ["defaultRoom"])
+    starting_chat_rooms: list[str] = field(
+        default_factory=lambda: ["defaultRoom"], metadata=_about("rooms created at start")
+    )
 
 
 @dataclass
 class SocketSettings:
-    welcome: str = DEFAULT_WELCOME
-    max_data_length: int = 1 << 20
-    #: Bytes a client may leave unread before it is disconnected.
-    send_buffer_limit: int = 8 << 20
+    welcome: str = field(
+        default=DEFAULT_WELCOME,
+        metadata=_about("welcome message sent to every TCP and WebSocket client"),
+    )
+    max_data_length: int = field(
+        default=1 << 20,
+        metadata=_about("longest TCP line accepted, in bytes; a longer one is refused"),
+    )
+    send_buffer_limit: int = field(
+        default=1 << 20,
+        metadata=_about("bytes a TCP client may leave unread before it is disconnected"),
+    )
 
 
 @dataclass
 class WebSettings:
-    #: Seconds between WebSocket pings; a peer that misses a pong is dropped.
-    heartbeat: float = 15.0
-    max_message_size: int = 1 << 20
-    send_buffer_limit: int = 8 << 20
-    #: permessage-deflate; off by default so one pre-framed message serves every member.
-    compress: bool = False
+    heartbeat: float = field(
+        default=15.0,
+        metadata=_about(
+            "seconds between WebSocket pings; a peer that misses a pong is dropped",
+            off_at_zero=True,
+        ),
+    )
+    max_message_size: int = field(
+        default=1 << 20,
+        metadata=_about("largest WebSocket message or HTTP request body, in bytes"),
+    )
+    send_buffer_limit: int = field(
+        default=1 << 20,
+        metadata=_about("bytes a WebSocket client may leave unread before it is disconnected"),
+    )
+    compress: bool = field(
+        default=False,
+        metadata=_about(
+            "permessage-deflate; off by default so one pre-framed message serves every member"
+        ),
+    )
+    allowed_origins: list[str] = field(
+        default_factory=list,
+        metadata=_about(
+            'origins (such as "https://app.example.com") allowed to open a WebSocket or '
+            "call the HTTP port from a browser; others get 403; [] allows any"
+        ),
+    )
 
 
 @dataclass
 class ClusterSettings:
-    key_prefix: str = "roomcast:"
-    rpc_timeout: float = 5.0
-    presence_ttl: float = 15.0
-    watchdog_interval: float = 5.0
+    key_prefix: str = field(
+        default="roomcast:", metadata=_about("start of every Redis key and channel name")
+    )
+    rpc_timeout: float = field(
+        default=5.0,
+        metadata=_about("seconds a call to another node may take before it fails"),
+    )
+    presence_ttl: float = field(
+        default=15.0,
+        metadata=_about("seconds after a node's last heartbeat before its members are reaped"),
+    )
+    watchdog_interval: float = field(
+        default=5.0,
+        metadata=_about("seconds between pub/sub self-pings that detect a lost subscription"),
+    )
+
+
+def _limit(default: Any, text: str) -> Any:
+    return field(default=default, metadata=_about(text, off_at_zero=True))
+
+
+@dataclass
+class LimitsSettings:
+    """What one client, one address or the cluster may use; 0 turns a limit off."""
+
+    max_rooms_per_connection: int = _limit(100, "rooms one connection may be in")
+    room_name_max_length: int = _limit(255, "longest room name, in bytes of UTF-8")
+    say_rate: float = _limit(100.0, "says per second per connection (bursts of twice that)")
+    action_rate: float = _limit(
+        200.0, "actions per second per connection, on every transport but HTTP"
+    )
+    max_message_length: int = _limit(65536, "bytes of a say's message once JSON-encoded")
+    max_connections: int = _limit(0, "persistent connections per node")
+    max_connections_per_ip: int = _limit(0, "persistent connections per remote address")
+    connection_rate: float = _limit(0.0, "new persistent connections per second per node")
+    idle_timeout: float = _limit(
+        0.0, "seconds without a byte from a TCP client before it is closed"
+    )
+    max_params: int = _limit(64, "sticky params per connection")
+    max_param_length: int = _limit(4096, "bytes of one param value once JSON-encoded")
+    max_rooms: int = _limit(100000, "rooms in the whole cluster")
+    handshake_timeout: float = _limit(
+        10.0,
+        "seconds a web-port connection may take to send its first complete request head",
+    )
 
 
 @dataclass
 class Config:
     """Every setting of a node; build one directly in code or with :func:`load_config`."""
 
-    id: str = field(default_factory=default_node_id)
-    bind: str = "127.0.0.1"
-    socket_port: int = 5000
-    web_port: int = 8080
-    redis_url: str | None = None
-    pubsub_url: str | None = None
-    actions: list[str] = field(default_factory=list)
-    public: str | None = None
-    server_token: str = "change-me"
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    log_level: str = "info"
-    simultaneous_actions: int = 5
-    #: Seconds graceful shutdown waits for pending actions.
-    shutdown_timeout: float = 10.0
-    chat: ChatSettings = field(default_factory=ChatSettings)
-    socket: SocketSettings = field(default_factory=SocketSettings)
-    web: WebSettings = field(default_factory=WebSettings)
-    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    id: str = field(
+        default_factory=default_node_id,
+        metadata=_about(
+            "node id (api.id), stored as each member's host", shown_default="<hostname>-<pid>"
+        ),
+    )
+    bind: str = field(default="127.0.0.1", metadata=_about("address of every listener"))
+    socket_port: int = field(
+        default=5000, metadata=_about("TCP line-protocol port; 0 disables the TCP server")
+    )
+    web_port: int = field(
+        default=8080, metadata=_about("HTTP + WebSocket port; 0 disables the web server")
+    )
+    redis_url: str | None = field(
+        default=None,
+        metadata=_about(
+            "key-store Redis (redis://, rediss:// or unix://); none: an embedded in-memory "
+            "store, one node only"
+        ),
+    )
+    pubsub_url: str | None = field(
+        default=None,
+        metadata=_about("pub/sub Redis, when it is not the key store (default: redis_url)"),
+    )
+    actions: list[str] = field(
+        default_factory=list,
+        metadata=_about("directory of Python modules defining actions (repeatable)"),
+    )
+    public: str | None = field(
+        default=None,
+        metadata=_about("directory served as static files (file verb and HTTP)"),
+    )
+    server_token: str = field(
+        default=DEFAULT_SERVER_TOKEN,
+        metadata=_about("shared cluster secret; set your own on a real Redis"),
+    )
+    tls_cert: str | None = field(
+        default=None,
+        metadata=_about("PEM certificate chain; with tls_key the node speaks TLS"),
+    )
+    tls_key: str | None = field(
+        default=None, metadata=_about("PEM private key of tls_cert (not encrypted)")
+    )
+    log_level: str = field(
+        default="info", metadata=_about("debug, info, warning, error or critical")
+    )
+    simultaneous_actions: int = field(
+        default=5,
+        metadata=_about("pending actions per connection; more are refused"),
+    )
+    shutdown_timeout: float = field(
+        default=10.0,
+        metadata=_about("seconds graceful shutdown waits for pending actions"),
+    )
+    chat: ChatSettings = field(
+        default_factory=ChatSettings, metadata=_about("the [chat] table: chat rooms")
+    )
+    socket: SocketSettings = field(
+        default_factory=SocketSettings, metadata=_about("the [socket] table: the TCP server")
+    )
+    web: WebSettings = field(
+        default_factory=WebSettings,
+        metadata=_about("the [web] table: the HTTP + WebSocket server"),
+    )
+    cluster: ClusterSettings = field(
+        default_factory=ClusterSettings,
+        metadata=_about("the [cluster] table: nodes sharing a Redis"),
+    )
+    limits: LimitsSettings = field(
+        default_factory=LimitsSettings,
+        metadata=_about("the [limits] table: what clients may use; 0 turns a limit off"),
+    )
 
 
 #: The settings that are also CLI flags and ``ROOMCAST_*`` variables.
@@ -94,16 +235,83 @@ FLAGS = (
     "tls_key",
     "log_level",
 )
-_SECTIONS = {
+_SECTIONS: dict[str, type[Any]] = {
     "chat": ChatSettings,
     "socket": SocketSettings,
     "web": WebSettings,
     "cluster": ClusterSettings,
+    "limits": LimitsSettings,
 }
+#: Every ``ROOMCAST_*`` variable a node reads.
+KNOWN_ENVIRONMENT = frozenset({"ROOMCAST_CONFIG", *(f"ROOMCAST_{n.upper()}" for n in FLAGS)})
 
 
 class ConfigError(ValueError):
-    pass
+    """A setting the node cannot start with; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """One setting, as a configuration reference shows it."""
+
+    #: TOML table holding the key, ``""`` for a top-level key.
+    table: str
+    key: str
+    #: Command-line flag such as ``--socket-port``, or None.
+    flag: str | None
+    #: Environment variable such as ``ROOMCAST_SOCKET_PORT``, or None.
+    env: str | None
+    default: Any
+    help: str
+
+
+def settings_reference() -> list[SettingInfo]:
+    """Every setting a node reads (top-level keys first, then each table's), with its
+    flag, environment variable, default and description."""
+    reference = [_setting_info("", item) for item in dataclasses.fields(Config)]
+    reference = [info for info in reference if info.key not in _SECTIONS]
+    for table, cls in _SECTIONS.items():
+        reference.extend(_setting_info(table, item) for item in dataclasses.fields(cls))
+    return reference
+
+
+def _setting_info(table: str, item: dataclasses.Field[Any]) -> SettingInfo:
+    is_flag = not table and item.name in FLAGS
+    text = item.metadata.get("help", "")
+    if text and item.metadata.get("off_at_zero"):
+        text += "; 0 turns it off"
+    return SettingInfo(
+        table=table,
+        key=item.name,
+        flag=f"--{item.name.replace('_', '-')}" if is_flag else None,
+        env=f"ROOMCAST_{item.name.upper()}" if is_flag else None,
+        default=_default_of(item),
+        help=text,
+    )
+
+
+def _default_of(item: dataclasses.Field[Any]) -> Any:
+    shown = item.metadata.get("shown_default")
+    if shown is not None:
+        return shown
+    if item.default is not dataclasses.MISSING:
+        return item.default
+    if item.default_factory is not dataclasses.MISSING:
+        return item.default_factory()
+    return None
+
+
+def unknown_environment_variables(env: Mapping[str, str]) -> list[str]:
+    """``ROOMCAST_*`` names in ``env`` that no setting reads, sorted; warn about each."""
+    return sorted(
+        name for name in env if name.startswith("ROOMCAST_") and name not in KNOWN_ENVIRONMENT
+    )
+
+
+def closest_environment_variable(name: str) -> str | None:
+    """The known ``ROOMCAST_*`` name ``name`` is most likely a typo of, if any."""
+    matches = difflib.get_close_matches(name, sorted(KNOWN_ENVIRONMENT), n=1, cutoff=0.8)
+    return matches[0] if matches else None
 
 
 def load_config(
@@ -111,7 +319,11 @@ def load_config(
     env: Mapping[str, str] | None = None,
     config_file: str | Path | None = None,
 ) -> Config:
-    """Merge defaults, ``config_file``, ``env`` (``ROOMCAST_*``) and ``flags`` (non-None)."""
+    """Merge defaults, ``config_file``, ``env`` (``ROOMCAST_*``) and ``flags`` (non-None).
+
+    Raises :class:`ConfigError` naming the setting when a value is unknown, of the wrong
+    kind, or one the node cannot start with (see :func:`validate`).
+    """
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     sections: dict[str, dict[str, Any]] = {}
@@ -138,22 +350,27 @@ def load_config(
             values[name] = value
     config = Config(**{k: _coerce(k, v) for k, v in values.items()})
     for name, table in sections.items():
-        cls = _SECTIONS[name]
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(table) - known
-        if unknown:
-            raise ConfigError(f"unknown setting(s) in [{name}]: {', '.join(sorted(unknown))}")
-        defaults = cls()
-        for key, value in table.items():
-            _check_setting(
-                f"[{name}] {key}", getattr(defaults, key), value, zero_ok=key in _ZERO_MEANS_OFF
-            )
-        setattr(config, name, cls(**table))
+        setattr(config, name, _load_table(name, table))
+    validate(config)
     return config
 
 
-#: Section settings where 0 is allowed and turns the feature off.
-_ZERO_MEANS_OFF = {"heartbeat"}
+def _load_table(name: str, table: Mapping[str, Any]) -> Any:
+    cls = _SECTIONS[name]
+    fields = {item.name: item for item in dataclasses.fields(cls)}
+    unknown = set(table) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [{name}]: {', '.join(sorted(unknown))}")
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        default = getattr(defaults, key)
+        zero_ok = bool(fields[key].metadata.get("off_at_zero"))
+        _check_setting(f"[{name}] {key}", default, value, zero_ok=zero_ok)
+        # A whole number where a float is expected (``say_rate = 50``) is kept as a float.
+        is_float = isinstance(default, float) and not isinstance(value, bool)
+        values[key] = float(value) if is_float else value
+    return cls(**values)
 
 
 def _check_setting(where: str, default: Any, value: Any, *, zero_ok: bool) -> None:
@@ -193,3 +410,88 @@ def _coerce(name: str, value: Any) -> Any:
     if name == "actions" and isinstance(value, str):
         return [value]
     return value
+
+
+# checks at start ------------------------------------------------------------------------
+
+
+def validate(config: Config) -> list[str]:
+    """Check the settings a node cannot safely start with.
+
+    Raises :class:`ConfigError` naming the first such setting (never fall back to
+    plaintext or to a default instead); returns warnings the caller should log.
+    """
+    level = config.log_level
+    if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+    _check_redis_url("--redis-url", config.redis_url)
+    _check_redis_url("--pubsub-url", config.pubsub_url)
+    _check_tls(config.tls_cert, config.tls_key)
+    for origin in config.web.allowed_origins:
+        _check_origin(origin)
+    warnings = []
+    if config.redis_url is not None and config.server_token == DEFAULT_SERVER_TOKEN:
+        warnings.append(
+            f"--server-token is still the default {DEFAULT_SERVER_TOKEN!r} on a real Redis: "
+            "anyone who can reach that Redis can speak for this cluster; give every node "
+            "the same secret token"
+        )
+    return warnings
+
+
+def _check_redis_url(setting: str, url: str | None) -> None:
+    if url is None:
+        return
+    scheme, has_scheme, _ = url.partition("://")
+    if not has_scheme:
+        raise ConfigError(
+            f"{setting} must be a redis://, rediss:// or unix:// URL; it has no scheme"
+        )
+    if scheme.lower() not in REDIS_SCHEMES:
+        # Only the scheme is shown: the rest of the URL may hold a password.
+        raise ConfigError(
+            f"{setting} must be a redis://, rediss:// or unix:// URL, not {scheme}://…"
+        )
+
+
+def _check_tls(cert: str | None, key: str | None) -> None:
+    if cert and not key:
+        raise ConfigError("--tls-cert is set but --tls-key is not: give both, or neither")
+    if key and not cert:
+        raise ConfigError("--tls-key is set but --tls-cert is not: give both, or neither")
+    if not (cert and key):
+        return
+    for setting, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            with open(path, "rb") as handle:
+                handle.read(1)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise ConfigError(f"cannot read the {setting} file {path!r}: {reason}") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # An empty password makes an encrypted key fail here instead of prompting later.
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except (ssl.SSLError, OSError) as error:
+        raise ConfigError(
+            f"--tls-cert {cert!r} and --tls-key {key!r} are not a PEM certificate chain "
+            f"and its unencrypted private key: {error}"
+        ) from None
+
+
+def _check_origin(origin: str) -> None:
+    if not _is_origin(origin):
+        raise ConfigError(
+            f"[web] allowed_origins: {origin!r} is not an origin such as "
+            "'https://app.example.com' (scheme://host[:port], no path)"
+        )
+
+
+def _is_origin(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # a port that is not a number, or out of range
+        return False
+    has_more = parts.path or parts.query or parts.fragment or "@" in parts.netloc
+    return bool(port_ok and parts.scheme and parts.hostname and not has_more)
