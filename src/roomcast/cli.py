@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -21,6 +22,7 @@ from roomcast.config import (
     settings_reference,
     unknown_environment_variables,
 )
+from roomcast.workers import supervise
 
 log = logging.getLogger("roomcast")
 
@@ -44,16 +46,26 @@ def build_parser() -> argparse.ArgumentParser:
         elif isinstance(info.default, int):
             options["type"] = int
         start.add_argument(info.flag, **options)
+    # Set by the ``--workers`` supervisor for its workers only.
+    start.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    start.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     return parser
 
 
-async def run_node(api: Api) -> None:
-    """Start ``api``, wait for SIGINT/SIGTERM, stop it gracefully."""
+async def run_node(api: Api, ready_fd: int | None = None) -> None:
+    """Start ``api``, wait for SIGINT/SIGTERM, stop it gracefully.
+
+    ``ready_fd`` (a worker's pipe to its supervisor) gets ``ready`` once the node is up.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await api.start()
+    if ready_fd is not None:
+        with contextlib.suppress(OSError):
+            os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
     _tune_garbage_collector()
     try:
         await stop.wait()
@@ -118,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _warn_about_unknown_environment()
     runner = _event_loop_runner()
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    internal = ("command", "config", "worker_index", "ready_fd")
+    flags = {k: v for k, v in vars(args).items() if k not in internal}
     try:
         config = load_config(flags, config_file=args.config)
     except (ConfigError, OSError, ValueError) as error:
@@ -126,8 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.getLogger().setLevel(config.log_level.upper())
     _raise_open_file_limit()
+    if config.workers > 1 and args.worker_index is None:
+        start_argv = list(sys.argv[1:] if argv is None else argv)
+        return int(runner(supervise(config, start_argv)))
     try:
-        runner(run_node(Api(config)))
+        runner(run_node(Api(config), args.ready_fd))
     except OSError as error:
         log.error("could not start: %s", error)
         return 1

@@ -192,6 +192,13 @@ class Config:
     log_level: str = field(
         default="info", metadata=_about("debug, info, warning, error or critical")
     )
+    workers: int = field(
+        default=1,
+        metadata=_about(
+            "node processes sharing the listening ports (SO_REUSEPORT), ids <id>-1 … <id>-N; "
+            "more than 1 needs redis_url"
+        ),
+    )
     simultaneous_actions: int = field(
         default=5,
         metadata=_about("pending actions per connection; more are refused"),
@@ -234,6 +241,7 @@ FLAGS = (
     "tls_cert",
     "tls_key",
     "log_level",
+    "workers",
 )
 _SECTIONS: dict[str, type[Any]] = {
     "chat": ChatSettings,
@@ -244,6 +252,9 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 #: Every ``ROOMCAST_*`` variable a node reads.
 KNOWN_ENVIRONMENT = frozenset({"ROOMCAST_CONFIG", *(f"ROOMCAST_{n.upper()}" for n in FLAGS)})
+
+
+WORKERS_NEED_REDIS = "--workers > 1 needs --redis-url (workers share rooms through Redis)"
 
 
 class ConfigError(ValueError):
@@ -396,7 +407,7 @@ def _check_setting(where: str, default: Any, value: Any, *, zero_ok: bool) -> No
 
 
 _TOP_LEVEL = {f.name for f in dataclasses.fields(Config)} - set(_SECTIONS)
-_INTS = {"socket_port", "web_port", "simultaneous_actions"}
+_INTS = {"socket_port", "web_port", "simultaneous_actions", "workers"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -429,6 +440,10 @@ def validate(config: Config) -> list[str]:
     _check_tls(config.tls_cert, config.tls_key)
     for origin in config.web.allowed_origins:
         _check_origin(origin)
+    if not isinstance(config.workers, int) or config.workers < 1:
+        raise ConfigError(f"--workers must be 1 or more, not {config.workers!r}")
+    if config.workers > 1 and config.redis_url is None:
+        raise ConfigError(WORKERS_NEED_REDIS)
     warnings = []
     if config.redis_url is not None and config.server_token == DEFAULT_SERVER_TOKEN:
         warnings.append(

@@ -170,6 +170,7 @@ class TcpServer:
             config.socket_port,
             ssl=context,
             backlog=4096,
+            reuse_port=config.workers > 1,  # workers share the port; the kernel spreads clients
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info(

@@ -79,7 +79,11 @@ class WebServer:
         await self._runner.setup()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: FirstRequest(self), config.bind, config.web_port, backlog=4096
+            lambda: FirstRequest(self),
+            config.bind,
+            config.web_port,
+            backlog=4096,
+            reuse_port=config.workers > 1,  # workers share the port; the kernel spreads clients
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
         if config.web.heartbeat:
