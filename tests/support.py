@@ -269,3 +269,16 @@ class LineClient:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def health(port: int) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body of a node's ``/health``."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/health", timeout=5) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())

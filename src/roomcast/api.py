@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+import urllib.parse
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ from roomcast.actions.builtin import BUILTIN_ACTIONS
 from roomcast.actions.processor import Actions
 from roomcast.chat.errors import WIRE_ERRORS
 from roomcast.chat.room import ChatRoom
-from roomcast.cluster import Cluster
+from roomcast.cluster import REDIS_DOWN, Cluster
 from roomcast.config import Config, validate
 from roomcast.connection import Connections
+from roomcast.metrics import NodeStats, watch_loop_lag
 from roomcast.servers.outbox import Outbox
 
 log = logging.getLogger("roomcast")
@@ -52,12 +54,15 @@ class Api:
             errors=WIRE_ERRORS,
         )
         self.redis = self.cluster.store.redis
+        #: Counters of this node, exposed at ``/metrics``.
+        self.stats = NodeStats()
         self.chat_room = ChatRoom(
             node_id=config.id,
             server_token=config.server_token,
             starting_rooms=config.chat.starting_chat_rooms,
             connections=self.connections,
             cluster=self.cluster,
+            stats=self.stats,
         )
         self.connections.leave_rooms = self.chat_room.leave_all
         #: Connections with output queued this loop tick (see :class:`Outbox`).
@@ -99,15 +104,21 @@ class Api:
                 self.servers.append(WebServer(self))
             for server in self.servers:
                 await server.start()
+            self.spawn(watch_loop_lag(self._record_loop_lag))
         except BaseException:
             await self._stop_started()
             raise
         self.running = True
+        chat_page = ""
+        if self.web_port:
+            chat_page = f" chat=http://{self.config.bind}:{self.web_port}/chat.html"
         log.info(
-            "roomcast ready %s socket=%s web=%s",
+            "roomcast ready %s socket=%s web=%s store=%s%s",
             self.id,
             self.socket_port or "off",
             self.web_port or "off",
+            describe_store(self.config.redis_url),
+            chat_page,
         )
 
     async def _stop_started(self) -> None:
@@ -171,6 +182,22 @@ class Api:
                 return port
         return None
 
+    async def health_problem(self) -> str | None:
+        """Why this node cannot serve now (not ready, Redis unreachable), or None."""
+        if not self.running:
+            return "the node is not running (starting or stopping)"
+        try:
+            async with asyncio.timeout(2.0):
+                await self.cluster.store.ping()
+        except (*REDIS_DOWN, TimeoutError) as error:
+            return f"Redis unreachable: {error or type(error).__name__}"
+        if not self.cluster.bus.connected:
+            return "pub/sub connection to Redis lost; reconnecting"
+        return None
+
+    def _record_loop_lag(self, lag: float) -> None:
+        self.stats.loop_lag = lag
+
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coroutine`` in the background, keeping a reference and logging its failure."""
         task = asyncio.ensure_future(coroutine)
@@ -183,3 +210,15 @@ class Api:
         if not task.cancelled() and task.exception() is not None:
             with contextlib.suppress(Exception):
                 log.error("background task failed", exc_info=task.exception())
+
+
+def describe_store(redis_url: str | None) -> str:
+    """``embedded``, or the Redis URL with any password left out (for logs)."""
+    if redis_url is None:
+        return "embedded"
+    parts = urllib.parse.urlsplit(redis_url)
+    if parts.password is None:
+        return redis_url
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=user + host))

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from roomcast import __version__
+from roomcast import __version__, logs, ops
 from roomcast.api import Api
 from roomcast.config import (
     ConfigError,
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif isinstance(info.default, int):
             options["type"] = int
         start.add_argument(info.flag, **options)
+    ops.add_commands(commands, ops.common_options())
     # Set by the ``--workers`` supervisor for its workers only.
     start.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     start.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
@@ -121,14 +122,15 @@ def _warn_about_unknown_environment() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "operation", None) is not None:
+        return int(asyncio.run(ops.run(args, dict(os.environ))))
     if args.command != "start":
         parser.print_help()
         return 2
-    # Configured before the settings are read, so warnings about them are printed too.
+    # Until the settings say how (text or JSON), log as text.
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    _warn_about_unknown_environment()
     runner = _event_loop_runner()
     internal = ("command", "config", "worker_index", "ready_fd")
     flags = {k: v for k, v in vars(args).items() if k not in internal}
@@ -137,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, OSError, ValueError) as error:
         print(f"roomcast: {error}", file=sys.stderr)
         return 2
-    logging.getLogger().setLevel(config.log_level.upper())
+    logs.configure(config.log_level, config.log_format, config.id)
+    _warn_about_unknown_environment()
     _raise_open_file_limit()
     if config.workers > 1 and args.worker_index is None:
         start_argv = list(sys.argv[1:] if argv is None else argv)

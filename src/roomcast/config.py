@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 DEFAULT_WELCOME = "Hello! Welcome to the roomcast api"
 DEFAULT_SERVER_TOKEN = "change-me"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -192,6 +193,12 @@ class Config:
     log_level: str = field(
         default="info", metadata=_about("debug, info, warning, error or critical")
     )
+    log_format: str = field(
+        default="text",
+        metadata=_about(
+            "text, or json: one JSON object a line (time, level, logger, message, node)"
+        ),
+    )
     workers: int = field(
         default=1,
         metadata=_about(
@@ -241,6 +248,7 @@ FLAGS = (
     "tls_cert",
     "tls_key",
     "log_level",
+    "log_format",
     "workers",
 )
 _SECTIONS: dict[str, type[Any]] = {
@@ -435,6 +443,8 @@ def validate(config: Config) -> list[str]:
     level = config.log_level
     if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
         raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+    if config.log_format not in LOG_FORMATS:
+        raise ConfigError(f"--log-format must be text or json, not {config.log_format!r}")
     _check_redis_url("--redis-url", config.redis_url)
     _check_redis_url("--pubsub-url", config.pubsub_url)
     _check_tls(config.tls_cert, config.tls_key)

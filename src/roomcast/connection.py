@@ -223,6 +223,7 @@ class Connections:
         self._by_id: dict[str, Connection] = {}
         self._middleware: list[ConnectionMiddleware] = []
         self._creates: list[ConnectionHook] = []
+        self._by_type: dict[str, int] = {}
         self.leave_rooms: Callable[[Connection], Awaitable[None]] | None = None
 
     def add_middleware(self, middleware: ConnectionMiddleware) -> None:
@@ -247,6 +248,16 @@ class Connections:
     def __iter__(self) -> Iterator[Connection]:
         return iter(list(self._by_id.values()))
 
+    def by_type(self) -> dict[str, int]:
+        """How many open connections each transport type has (``{"socket": 3, …}``)."""
+        return {kind: count for kind, count in self._by_type.items() if count}
+
+    def _track(self, connection: Connection) -> None:
+        connection.state = OPEN
+        self._by_id[connection.id] = connection
+        self._by_type[connection.type] = self._by_type.get(connection.type, 0) + 1
+        log.debug("connection %r opened", connection)
+
     async def register(self, connection: Connection) -> None:
         """Run create middleware, then open and track ``connection``.
 
@@ -260,15 +271,14 @@ class Connections:
             try:
                 await call_hook(create, connection)
             except Exception as error:
-                log.debug("create middleware refused %r: %s", connection, error)
+                log.debug("connection %r refused by create middleware: %s", connection, error)
                 connection.state = CLOSED
                 raise ConnectionRefused(str(error) or type(error).__name__) from error
             if connection.state is not CONNECTING:  # the client left while we awaited
                 await self._run_destroy_hooks(connection)
                 connection.state = CLOSED
                 raise ConnectionRefused("connection closed during create middleware")
-        connection.state = OPEN
-        self._by_id[connection.id] = connection
+        self._track(connection)
 
     def register_now(self, connection: Connection) -> bool:
         """:meth:`register` without awaiting, when no create middleware has to run.
@@ -278,8 +288,7 @@ class Connections:
         """
         if self._creates or connection.state is not CONNECTING:
             return False
-        connection.state = OPEN
-        self._by_id[connection.id] = connection
+        self._track(connection)
         return True
 
     async def destroy(self, connection: Connection) -> None:
@@ -301,10 +310,12 @@ class Connections:
             if self.leave_rooms is not None:
                 await self.leave_rooms(connection)
         finally:
-            self._by_id.pop(connection.id, None)
+            if self._by_id.pop(connection.id, None) is not None:
+                self._by_type[connection.type] -= 1
             connection.goodbye()
             connection.close_transport()
             connection.state = CLOSED
+            log.debug("connection %r closed", connection)
 
     async def _run_destroy_hooks(self, connection: Connection) -> None:
         for middleware in self._middleware:

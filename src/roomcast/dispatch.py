@@ -28,9 +28,10 @@ async def answer(
         try:
             data = await run_verb(connection, request.verb, request.args)
         except (ChatError, VerbError, ActionError) as error:
+            log.debug("%s refused for %s: %s", request.verb, connection.id, error)
             return replies.verb_failed(str(error), message_count, message_id)
-        except Exception as error:
-            log.warning("verb %s failed: %r", request.verb, error)
+        except Exception as error:  # a middleware refusal: the client is told, not the admin
+            log.debug("%s refused for %s: %r", request.verb, connection.id, error)
             return replies.verb_failed(
                 str(error) or type(error).__name__, message_count, message_id
             )

@@ -111,8 +111,10 @@ def test_a_killed_worker_is_started_again_and_its_members_are_reaped(
         old_pid = worker_pids(workers)["pool-2"]
         os.kill(old_pid, signal.SIGKILL)
         wait_until(
-            lambda: worker_pids(workers)["pool-2"] != old_pid
-            and workers.log.count("roomcast ready pool-2 ") == 2,
+            lambda: (
+                worker_pids(workers)["pool-2"] != old_pid
+                and workers.log.count("roomcast ready pool-2 ") == 2
+            ),
             20,
             message="pool-2 started again and ready",
         )

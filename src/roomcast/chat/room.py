@@ -28,6 +28,7 @@ from roomcast.chat.errors import (
 from roomcast.chat.middleware import ChatMiddleware, ChatMiddlewareChain
 from roomcast.chat.room_index import RoomIndex
 from roomcast.cluster.errors import REDIS_DOWN
+from roomcast.metrics import NodeStats
 
 if TYPE_CHECKING:
     from roomcast.cluster import Cluster
@@ -59,8 +60,10 @@ class ChatRoom:
         starting_rooms: Iterable[str],
         connections: Connections,
         cluster: Cluster,
+        stats: NodeStats | None = None,
     ) -> None:
         self.node_id = node_id
+        self.stats = stats or NodeStats()
         self.index = RoomIndex()
         self.middleware = ChatMiddlewareChain()
         self._starting_rooms = list(starting_rooms)
@@ -274,6 +277,8 @@ class ChatRoom:
             self._store_failed(f"member {connection.id} of {room} not stored", error)
         finally:
             gate.leave()
+        self.stats.joins += 1
+        log.debug("%s joined %s", connection.id, room)
         return True
 
     async def _remove_local_member(self, connection: Connection, room: str) -> bool:
@@ -305,6 +310,8 @@ class ChatRoom:
             self._store_failed(f"member {connection.id} of {room} not removed", error)
         finally:
             gate.leave()
+        self.stats.leaves += 1
+        log.debug("%s left %s", connection.id, room)
 
     async def leave_all(self, connection: Connection) -> None:
         """Take a closing connection out of every room; leave middleware runs but can't refuse."""
@@ -365,6 +372,7 @@ class ChatRoom:
         }
         payload = self.generate_message_payload(envelope)
         payload = await self.middleware.run_on_say_receive(connection, room, payload)
+        self.stats.messages_received += 1
         data = jsonwire.dumps(payload)
         await self.deliver_local(room, payload, data)
         if self._publish:
@@ -407,6 +415,7 @@ class ChatRoom:
                     if frame is None:
                         frame = frames[framing] = connection.frame(data)
                 connection.write_frame(frame)
+            self.stats.deliveries += len(members)
             return len(members)
         if payload is None:
             payload = jsonwire.loads(data)
@@ -425,6 +434,7 @@ class ChatRoom:
                 frame = connection.frame(jsonwire.dumps(personal))
             connection.write_frame(frame)
             sent += 1
+        self.stats.deliveries += sent
         return sent
 
 

@@ -55,6 +55,9 @@ class Rpc:
     ) -> None:
         self.node_id = node_id
         self._errors = errors or WireErrors()
+        #: Calls this node sent, and how many of them timed out.
+        self.calls = 0
+        self.timeouts = 0
         self._token = token
         self._keys = keys
         self._bus = bus
@@ -114,6 +117,7 @@ class Rpc:
         self, method: str, args: tuple[Any, ...], connection_id: str | None, expected: set[str]
     ) -> Any:
         request_id = f"{self.node_id}:{next(self._ids)}"
+        self.calls += 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         # The waiter exists before the request is published, so no reply can be missed.
         self._waiters[request_id] = _Waiter(future, expected, connection_id is not None)
@@ -131,6 +135,7 @@ class Rpc:
             async with asyncio.timeout(self.timeout):
                 return await future
         except TimeoutError:
+            self.timeouts += 1
             raise self._errors.timeout() from None
         finally:
             self._waiters.pop(request_id, None)

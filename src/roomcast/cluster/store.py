@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -128,10 +129,32 @@ class Store:
         its data), so the caller should write them again.
         """
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.heartbeat(node_id), "1", px=max(1, int(ttl * 1000)), get=True)
+            # The value is when it was written (ms), for `roomcast nodes`.
+            beat = str(int(time.time() * 1000))
+            pipe.set(self.keys.heartbeat(node_id), beat, px=max(1, int(ttl * 1000)), get=True)
             pipe.sadd(self.keys.nodes, node_id)
             previous, _ = await pipe.execute()
         return previous is not None
+
+    async def last_heartbeats(self) -> dict[str, int]:
+        """Live node id -> when its heartbeat was last written (ms since the epoch)."""
+        nodes = sorted(_text(n) for n in await self.redis.smembers(self.keys.nodes))
+        if not nodes:
+            return {}
+        beats = await self.redis.mget([self.keys.heartbeat(n) for n in nodes])
+        return {
+            node: int(_text(beat)) if _text(beat).isdigit() else 0
+            for node, beat in zip(nodes, beats, strict=True)
+            if beat is not None
+        }
+
+    async def room_sizes(self, rooms: list[str]) -> dict[str, int]:
+        """Room -> how many members it has, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for room in rooms:
+                pipe.hlen(self.keys.members(room))
+            sizes = await pipe.execute()
+        return {room: int(size) for room, size in zip(rooms, sizes, strict=True)}
 
     async def is_alive(self, node_id: str) -> bool:
         """Whether ``node_id`` has an unexpired heartbeat."""

@@ -76,6 +76,7 @@ class StreamConnection(Connection):
                 transport.get_write_buffer_size(),
                 self._send_limit,
             )
+            self.api.stats.slow_consumers_dropped += 1
             transport.abort()
 
     def close_transport(self) -> None:

@@ -16,11 +16,14 @@ import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import WSMsgType, web
+from prometheus_client import CollectorRegistry
 
 from roomcast import jsonwire
 from roomcast.actions.errors import ActionError
 from roomcast.connection import Connection, ConnectionRefused
 from roomcast.dispatch import PublicFileNotFound, answer, read_public_file
+from roomcast.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from roomcast.metrics import exposition, registry_for
 from roomcast.protocol import replies
 from roomcast.protocol.requests import ActionRequest, FileRequest, QuitRequest
 from roomcast.protocol.websocket_events import parse_event
@@ -59,6 +62,7 @@ class WebServer:
         self._server: asyncio.Server | None = None
         self._sockets: set[WebSocketProtocol] = set()  # served by servers.websocket
         self._heartbeat: asyncio.Task[None] | None = None
+        self._metrics: CollectorRegistry | None = None
 
     def build_app(self) -> web.Application:
         app = web.Application(
@@ -69,6 +73,8 @@ class WebServer:
         for path in ("/api/{action}", "/api/", "/api"):  # no name: "unknown action", as JSON
             app.router.add_route("GET", path, self.action)
             app.router.add_route("POST", path, self.action)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/health", self.health)
         app.router.add_get("/", self.index)
         app.router.add_get("/{path:.+}", self.static)
         return app
@@ -230,6 +236,22 @@ class WebServer:
         finally:
             await connection.destroy()
         return _json(data.response, 200)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """The node's metrics in the Prometheus text format."""
+        if self._metrics is None:
+            self._metrics = registry_for(self.api)
+        return web.Response(
+            body=exposition(self._metrics), headers={"Content-Type": METRICS_CONTENT_TYPE}
+        )
+
+    async def health(self, request: web.Request) -> web.Response:
+        """200 ``{"status": "ok"}`` when the node is ready and its Redis answers, else 503
+        with the reason."""
+        problem = await self.api.health_problem()
+        if problem is None:
+            return _json({"status": "ok"}, 200)
+        return _json({"status": "unavailable", "reason": problem}, 503)
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         try:

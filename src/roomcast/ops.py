@@ -1,0 +1,125 @@
+"""Operations commands: look at a running cluster through its Redis.
+
+``roomcast rooms``, ``roomcast room NAME``, ``roomcast nodes`` read what the nodes store;
+``roomcast say ROOM MESSAGE`` broadcasts through the emitter. They run no node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TextIO
+
+import orjson
+
+from roomcast.api import describe_store
+from roomcast.cluster.errors import REDIS_DOWN
+from roomcast.cluster.keys import Keys
+from roomcast.cluster.store import Store, connect
+
+Command = Callable[[Store, argparse.Namespace], Coroutine[Any, Any, Any]]
+
+
+def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``rooms``, ``room`` and ``nodes`` to the ``roomcast`` subcommands."""
+    rooms = commands.add_parser("rooms", parents=[common], help="rooms and their member counts")
+    rooms.set_defaults(operation=list_rooms)
+    room = commands.add_parser("room", parents=[common], help="one room's members")
+    room.add_argument("name", help="the room")
+    room.set_defaults(operation=show_room)
+    nodes = commands.add_parser("nodes", parents=[common], help="live nodes")
+    nodes.set_defaults(operation=list_nodes)
+
+
+def common_options() -> argparse.ArgumentParser:
+    """The options every operations command takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--redis-url", help="the cluster's key-store Redis (env ROOMCAST_REDIS_URL)"
+    )
+    common.add_argument("--key-prefix", default="roomcast:", help="key prefix (roomcast:)")
+    common.add_argument("--server-token", help="the cluster's secret (env ROOMCAST_SERVER_TOKEN)")
+    common.add_argument(
+        "--redis-cluster", action="store_true", help="--redis-url is a Redis Cluster seed"
+    )
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    return common
+
+
+async def run(args: argparse.Namespace, env: dict[str, str], out: TextIO = sys.stdout) -> int:
+    """Run the operations command in ``args``; 0, or 1 with the reason on stderr."""
+    url = args.redis_url or env.get("ROOMCAST_REDIS_URL")
+    if not url:
+        print("roomcast: --redis-url is required (the cluster's Redis)", file=sys.stderr)
+        return 2
+    args.redis_url = url
+    args.server_token = args.server_token or env.get("ROOMCAST_SERVER_TOKEN", "change-me")
+    store = Store(connect(url), Keys(args.key_prefix))
+    try:
+        result = await args.operation(store, args)
+    except REDIS_DOWN as error:
+        print(f"roomcast: Redis unreachable at {describe_store(url)}: {error}", file=sys.stderr)
+        return 1
+    except LookupError as error:
+        print(f"roomcast: {error.args[0]}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    rows, headers = result
+    if args.json:
+        out.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        out.write(_table(headers, [[row[h] for h in headers] for row in rows]))
+    return 0
+
+
+async def list_rooms(store: Store, args: argparse.Namespace) -> tuple[list[Any], list[str]]:
+    rooms = await store.list_rooms()
+    sizes = await store.room_sizes(rooms)
+    return [{"room": r, "members": sizes[r]} for r in rooms], ["room", "members"]
+
+
+async def show_room(store: Store, args: argparse.Namespace) -> tuple[list[Any], list[str]]:
+    if not await store.room_exists(args.name):
+        raise LookupError(f"room does not exist ({args.name})")
+    members = await store.room_members(args.name)
+    rows = [
+        {
+            "id": member,
+            "node": details.get("host"),
+            "joinedAt": _time(details.get("joinedAt")),
+        }
+        for member, details in sorted(members.items())
+    ]
+    return rows, ["id", "node", "joinedAt"]
+
+
+async def list_nodes(store: Store, args: argparse.Namespace) -> tuple[list[Any], list[str]]:
+    beats = await store.last_heartbeats()
+    rows = []
+    for node, beat in beats.items():
+        members = len(await store.node_memberships(node))
+        rows.append({"node": node, "members": members, "lastHeartbeat": _time(beat)})
+    return rows, ["node", "members", "lastHeartbeat"]
+
+
+def _time(ms: Any) -> str | None:
+    if not isinstance(ms, int | float) or not ms:
+        return None
+    moment = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds")
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [
+        [h.upper() for h in headers],
+        *[["" if v is None else str(v) for v in r] for r in rows],
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "".join(
+        "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip()
+        + "\n"
+        for row in cells
+    )

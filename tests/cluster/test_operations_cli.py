@@ -1,0 +1,86 @@
+"""``roomcast rooms | room NAME | nodes | say``: a live cluster seen through its Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from cluster_support import Cluster
+
+from support import free_port
+
+
+def roomcast(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMCAST_")}
+    return subprocess.run(
+        [sys.executable, "-m", "roomcast", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+
+
+def as_json(cluster: Cluster, *args: str) -> Any:
+    done = roomcast(*args, "--redis-url", cluster.redis_server.url, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_rooms_lists_every_room_with_its_member_count(cluster: Cluster) -> None:
+    cluster.start("ops-a")
+    cluster.start("ops-b")
+    alice, bob = cluster.client("ops-a"), cluster.client("ops-b")
+    alice.join("ops-lobby")
+    bob.join("ops-lobby", create=False)
+    assert {"room": "ops-lobby", "members": 2} in as_json(cluster, "rooms")
+    assert {"room": "defaultRoom", "members": 0} in as_json(cluster, "rooms")
+
+
+def test_rooms_prints_a_table_by_default(cluster: Cluster) -> None:
+    cluster.start("ops-a")
+    cluster.client("ops-a").join("ops-table")
+    done = roomcast("rooms", "--redis-url", cluster.redis_server.url)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["ROOM", "MEMBERS"]
+    assert ["ops-table", "1"] in [line.split() for line in lines[1:]]
+
+
+def test_room_shows_each_member_with_its_node_and_join_time(cluster: Cluster) -> None:
+    cluster.start("ops-a")
+    cluster.start("ops-b")
+    alice, bob = cluster.client("ops-a"), cluster.client("ops-b")
+    alice.join("ops-members")
+    bob.join("ops-members", create=False)
+    rows = as_json(cluster, "room", "ops-members")
+    assert {(r["id"], r["node"]) for r in rows} == {(alice.id, "ops-a"), (bob.id, "ops-b")}
+    assert all(r["joinedAt"].startswith("20") for r in rows)
+
+
+def test_room_of_a_missing_room_exits_1_saying_so(cluster: Cluster) -> None:
+    done = roomcast("room", "no-such-room", "--redis-url", cluster.redis_server.url)
+    assert done.returncode == 1
+    assert "room does not exist (no-such-room)" in done.stderr
+
+
+def test_nodes_lists_live_nodes_with_members_and_last_heartbeat(cluster: Cluster) -> None:
+    cluster.start("ops-a")
+    cluster.start("ops-b")
+    cluster.client("ops-a").join("ops-nodes")
+    rows = {r["node"]: r for r in as_json(cluster, "nodes")}
+    assert set(rows) == {"ops-a", "ops-b"}
+    assert rows["ops-a"]["members"] == 1 and rows["ops-b"]["members"] == 0
+    assert rows["ops-a"]["lastHeartbeat"].startswith("20")
+
+
+def test_every_command_exits_1_with_the_reason_when_redis_is_unreachable() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    for command in (["rooms"], ["room", "x"], ["nodes"]):
+        done = roomcast(*command, "--redis-url", url)
+        assert done.returncode == 1, (command, done.stdout, done.stderr)
+        assert "Redis unreachable at redis://127.0.0.1:" in done.stderr
+        assert "Traceback" not in done.stderr
