@@ -390,7 +390,7 @@ class ChatRoom:
             return
         if meta.get("serverId") == self.node_id:
             return  # delivered locally when it was said
-        room = channel[len(self._keys.room_channel("")) :]
+        room = self._keys.room_of_channel(channel)
         await self.deliver_local(room, None, body)
 
     async def deliver_local(self, room: str, payload: dict[str, Any] | None, data: bytes) -> int:

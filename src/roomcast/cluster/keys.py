@@ -1,4 +1,9 @@
-"""Names of every Redis key and pub/sub channel roomcast uses, under one prefix."""
+"""Names of every Redis key and pub/sub channel roomcast uses, under one prefix.
+
+Every name is built by :meth:`Keys.room_key` (data of one room), :meth:`Keys.node_key`
+(data of one node) or :meth:`Keys.global_key`, so a different layout (a Redis Cluster's
+hash tags, say) changes those three and nothing else.
+"""
 
 from __future__ import annotations
 
@@ -9,44 +14,66 @@ from dataclasses import dataclass
 class Keys:
     prefix: str = "roomcast:"
 
+    # layout ------------------------------------------------------------------------------
+
+    def room_key(self, kind: str, room: str) -> str:
+        """A key or channel holding ``kind`` data of ``room``."""
+        return f"{self.prefix}{kind}:{room}"
+
+    def node_key(self, kind: str, node_id: str) -> str:
+        """A key or channel holding ``kind`` data of node ``node_id``."""
+        return f"{self.prefix}{kind}:{node_id}"
+
+    def global_key(self, kind: str) -> str:
+        """A key or channel of the whole cluster."""
+        return f"{self.prefix}{kind}"
+
+    # keys --------------------------------------------------------------------------------
+
     @property
     def rooms(self) -> str:
         """Set of room names."""
-        return f"{self.prefix}rooms"
+        return self.global_key("rooms")
 
     def members(self, room: str) -> str:
         """Hash: connection id -> JSON member details."""
-        return f"{self.prefix}members:{room}"
+        return self.room_key("members", room)
 
     @property
     def nodes(self) -> str:
         """Set of node ids that have announced themselves."""
-        return f"{self.prefix}nodes"
+        return self.global_key("nodes")
 
     def heartbeat(self, node_id: str) -> str:
         """String key with a TTL; it exists while the node is alive."""
-        return f"{self.prefix}heartbeat:{node_id}"
+        return self.node_key("heartbeat", node_id)
 
     def node_members(self, node_id: str) -> str:
         """Set of "<connection id> <room>" entries a node owns, for reaping after a crash."""
-        return f"{self.prefix}node-members:{node_id}"
+        return self.node_key("node-members", node_id)
 
     def reap_lock(self, node_id: str) -> str:
-        return f"{self.prefix}reap-lock:{node_id}"
+        return self.node_key("reap-lock", node_id)
+
+    # channels ----------------------------------------------------------------------------
 
     def room_channel(self, room: str) -> str:
         """Pub/sub channel carrying chat messages of one room."""
-        return f"{self.prefix}chat:{room}"
+        return self.room_key("chat", room)
+
+    def room_of_channel(self, channel: str) -> str:
+        """The room whose :meth:`room_channel` is ``channel``."""
+        return channel[len(self.room_key("chat", "")) :]
 
     @property
     def rpc_channel(self) -> str:
         """Pub/sub channel every node listens to for RPC requests."""
-        return f"{self.prefix}rpc"
+        return self.global_key("rpc")
 
     def node_channel(self, node_id: str) -> str:
         """Pub/sub channel of one node: the replies to its RPC calls."""
-        return f"{self.prefix}node:{node_id}"
+        return self.node_key("node", node_id)
 
     def watchdog_channel(self, node_id: str) -> str:
         """Pub/sub channel a node pings itself on to prove its subscriber still hears."""
-        return f"{self.prefix}watchdog:{node_id}"
+        return self.node_key("watchdog", node_id)
