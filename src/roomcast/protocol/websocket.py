@@ -237,6 +237,23 @@ class ServerProtocol:
                 return pos
             first = view[pos]
             second = view[pos + 1]
+            length = second ^ _MASKED
+            if (first == _FIN | _TEXT or first == _FIN | _BINARY) and length < 126:
+                # The usual frame: a whole small message, masked, no extension bits.
+                end = pos + 6 + length
+                if end > size:
+                    self._need = 6 + length
+                    return pos
+                if self._message_kind:
+                    raise _PeerError(
+                        CloseCode.PROTOCOL_ERROR, "a new message before the last one ended"
+                    )
+                if length > max_size:
+                    raise _PeerError(CloseCode.TOO_BIG, f"a message is at most {max_size} bytes")
+                payload = unmask(view[pos + 2 : pos + 6], view[pos + 6 : end])
+                pos = end
+                self._message_done(first, payload)
+                continue
             opcode = first & 0x0F
             if not second & _MASKED:
                 raise _PeerError(CloseCode.PROTOCOL_ERROR, "client frames must be masked")
