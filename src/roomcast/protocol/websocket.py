@@ -33,6 +33,7 @@ __all__ = [
     "State",
     "TextMessage",
     "unmask",
+    "valid_close_code",
 ]
 
 

@@ -39,15 +39,30 @@ class DeflateParameters:
 
 @dataclass(frozen=True, slots=True)
 class Upgrade:
-    """An accepted upgrade: the 101's headers and the compression agreed (None: none)."""
+    """An accepted upgrade: what the 101 says, and the compression agreed (None: none)."""
 
-    headers: tuple[tuple[str, str], ...]
+    accept: str  # Sec-WebSocket-Accept
+    extensions: str | None  # Sec-WebSocket-Extensions, when an extension was agreed
     deflate: DeflateParameters | None
+
+    def headers(self) -> dict[str, str]:
+        """The 101's headers, for an HTTP server that writes the status line itself."""
+        headers = {
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Accept": self.accept,
+        }
+        if self.extensions is not None:
+            headers[EXTENSIONS] = self.extensions
+        return headers
 
     def response(self) -> bytes:
         """The complete ``101 Switching Protocols`` head to write before any frame."""
-        lines = "".join(f"{name}: {value}\r\n" for name, value in self.headers)
-        return f"HTTP/1.1 101 Switching Protocols\r\n{lines}\r\n".encode()
+        extensions = "" if self.extensions is None else f"{EXTENSIONS}: {self.extensions}\r\n"
+        return (
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {self.accept}\r\n{extensions}\r\n"
+        ).encode()
 
 
 def accept_key(key: str) -> str:
@@ -78,19 +93,12 @@ def accept_upgrade(
             return None
     except (binascii.Error, ValueError):
         return None
-    response = [
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Accept", accept_key(key)),
-    ]
-    deflate = None
-    if compress:
-        getall = getattr(headers, "getall", None)
-        offers = getall(EXTENSIONS, ()) if getall is not None else [headers.get(EXTENSIONS, "")]
-        extension, deflate = negotiate_deflate(", ".join(offers))
-        if extension is not None:
-            response.append((EXTENSIONS, extension))
-    return Upgrade(tuple(response), deflate)
+    if not compress:
+        return Upgrade(accept_key(key), None, None)
+    getall = getattr(headers, "getall", None)
+    offers = getall(EXTENSIONS, ()) if getall is not None else [headers.get(EXTENSIONS, "")]
+    extensions, deflate = negotiate_deflate(", ".join(offers))
+    return Upgrade(accept_key(key), extensions, deflate)
 
 
 def negotiate_deflate(offers: str) -> tuple[str | None, DeflateParameters | None]:

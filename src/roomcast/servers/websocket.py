@@ -272,7 +272,7 @@ async def serve_upgrade(server: WebServer, request: web.Request) -> web.StreamRe
     transport = request.transport
     if transport is None:  # the client left before its request was answered
         return web.Response(status=400)
-    response = web.StreamResponse(status=101, headers=dict(upgrade.headers))
+    response = web.StreamResponse(status=101, headers=upgrade.headers())
     response.force_close()
     await response.prepare(request)
     protocol = WebSocketProtocol(
