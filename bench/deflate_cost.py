@@ -106,9 +106,9 @@ async def measure(compress: bool, members: int, messages: int) -> tuple[float, f
     config.write_text(f"[web]\ncompress = {'true' if compress else 'false'}\nheartbeat = 0\n")
     web_port, socket_port = free_port(), free_port()
     log = (tmp / "node.log").open("wb")
+    command = [sys.executable, "-m", "roomcast", "start", "--bind", HOST, "--config", str(config)]
     node = subprocess.Popen(
-        [sys.executable, "-m", "roomcast", "start", "--bind", HOST, "--web-port", str(web_port)]
-        + ["--socket-port", str(socket_port), "--config", str(config)],
+        [*command, "--web-port", str(web_port), "--socket-port", str(socket_port)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -171,7 +171,9 @@ async def main() -> None:
         for compress in (False, True):
             per_delivery, share = await measure(compress, args.members, args.messages)
             results[compress].append(per_delivery)
-            print(f"compress={compress!s:5}  {per_delivery:6.2f} µs/delivery  compressed {share:.0%}")
+            print(
+                f"compress={compress!s:5}  {per_delivery:6.2f} µs/delivery  compressed {share:.0%}"
+            )
     off, on = (statistics.median(results[mode]) for mode in (False, True))
     print(f"median: off {off:.2f} µs, on {on:.2f} µs per delivery ({on / off - 1:+.0%})")
 
