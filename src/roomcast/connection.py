@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from roomcast import jsonwire
+from roomcast.protocol import replies
 from roomcast.hooks import call_hook
 
 if TYPE_CHECKING:
@@ -151,9 +152,7 @@ class Connection:
 
     def refuse(self, reason: str) -> None:
         """Tell the client it was refused, then close the transport (no goodbye)."""
-        self.write_frame(
-            self.frame(jsonwire.dumps({"status": "error", "error": reason, "context": "api"}))
-        )
+        self.write_frame(self.frame(jsonwire.dumps(replies.refused(reason))))
         self.close_transport()
 
     # public API --------------------------------------------------------------------------

@@ -5,22 +5,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from websupport import WELCOME, RawWebSocket, create_room, now_ms, unique_room, wait_for
 
 import roomcast
-from support import LineClient, start_node, wait_until
+from support import LineClient, NodeProcess, start_node, wait_until
 
 STATIC_DIR = Path(roomcast.__file__).parent / "static"
 
 
-async def welcomed(open_ws, **options) -> RawWebSocket:
+OpenWs = Callable[..., Awaitable[RawWebSocket]]
+
+
+async def welcomed(open_ws: OpenWs, **options: Any) -> RawWebSocket:
     client = await open_ws(**options)
     assert await client.receive() == WELCOME
     return client
+
+
+async def join(client: RawWebSocket, room: str) -> None:
+    """``roomAdd``, failing the test unless the reply says the join succeeded."""
+    reply = await client.request({"event": "roomAdd", "room": room})
+    assert reply["status"] == "OK" and reply["data"] is True, reply
 
 
 async def own_id(client: RawWebSocket) -> str:
@@ -45,7 +56,7 @@ def members_of(observer: LineClient, room: str) -> set[str]:
 # welcome ---------------------------------------------------------------------------------
 
 
-async def test_the_first_frame_is_the_welcome(open_ws):
+async def test_the_first_frame_is_the_welcome(open_ws: OpenWs) -> None:
     client = await open_ws()
     frame = await client.ws.receive(5)
     assert frame.type == aiohttp.WSMsgType.TEXT
@@ -58,7 +69,9 @@ async def test_the_first_frame_is_the_welcome(open_ws):
 # roomAdd / roomLeave / roomView -----------------------------------------------------------
 
 
-async def test_room_add_answers_ok_with_message_count_and_message_id(open_ws, room):
+async def test_room_add_answers_ok_with_message_count_and_message_id(
+    open_ws: OpenWs, room: str
+) -> None:
     client = await welcomed(open_ws)
     reply = await client.request({"event": "roomAdd", "room": room, "messageId": "join-1"})
     assert reply == {
@@ -70,9 +83,9 @@ async def test_room_add_answers_ok_with_message_count_and_message_id(open_ws, ro
     }
 
 
-async def test_room_add_twice_is_refused_with_the_chat_error(open_ws, room):
+async def test_room_add_twice_is_refused_with_the_chat_error(open_ws: OpenWs, room: str) -> None:
     client = await welcomed(open_ws)
-    await client.request({"event": "roomAdd", "room": room})
+    await join(client, room)
     reply = await client.request({"event": "roomAdd", "room": room, "messageId": 2})
     assert reply == {
         "status": f"connection already in this room ({room})",
@@ -83,7 +96,7 @@ async def test_room_add_twice_is_refused_with_the_chat_error(open_ws, room):
     }
 
 
-async def test_room_add_of_a_missing_room_is_refused(open_ws):
+async def test_room_add_of_a_missing_room_is_refused(open_ws: OpenWs) -> None:
     client = await welcomed(open_ws)
     reply = await client.request({"event": "roomAdd", "room": unique_room("missing")})
     assert reply == {
@@ -94,9 +107,11 @@ async def test_room_add_of_a_missing_room_is_refused(open_ws):
     }
 
 
-async def test_room_leave_answers_ok_then_refuses_a_second_leave(open_ws, room):
+async def test_room_leave_answers_ok_then_refuses_a_second_leave(
+    open_ws: OpenWs, room: str
+) -> None:
     client = await welcomed(open_ws)
-    await client.request({"event": "roomAdd", "room": room})
+    await join(client, room)
     assert await client.request({"event": "roomLeave", "room": room, "messageId": "l"}) == {
         "status": "OK",
         "context": "response",
@@ -112,12 +127,12 @@ async def test_room_leave_answers_ok_then_refuses_a_second_leave(open_ws, room):
     }
 
 
-async def test_room_view_lists_the_members(open_ws, room):
+async def test_room_view_lists_the_members(open_ws: OpenWs, room: str) -> None:
     alice = await welcomed(open_ws)
     bob = await welcomed(open_ws)
     alice_id, bob_id = await own_id(alice), await own_id(bob)
-    await alice.request({"event": "roomAdd", "room": room})
-    await bob.request({"event": "roomAdd", "room": room})
+    await join(alice, room)
+    await join(bob, room)
     reply = await alice.request({"event": "roomView", "room": room, "messageId": "v"})
     members = reply["data"]["members"]
     assert reply == {
@@ -134,7 +149,9 @@ async def test_room_view_lists_the_members(open_ws, room):
         assert abs(details["joinedAt"] - now_ms()) < 60_000
 
 
-async def test_room_view_of_a_room_the_connection_is_not_in_is_refused(open_ws, room):
+async def test_room_view_of_a_room_the_connection_is_not_in_is_refused(
+    open_ws: OpenWs, room: str
+) -> None:
     client = await welcomed(open_ws)
     assert await client.request({"event": "roomView", "room": room}) == {
         "status": f"not member of room {room}",
@@ -147,12 +164,14 @@ async def test_room_view_of_a_room_the_connection_is_not_in_is_refused(open_ws, 
 # say ------------------------------------------------------------------------------------
 
 
-async def test_say_reaches_every_member_once_including_the_sender(open_ws, room):
+async def test_say_reaches_every_member_once_including_the_sender(
+    open_ws: OpenWs, room: str
+) -> None:
     alice = await welcomed(open_ws)
     bob = await welcomed(open_ws)
     alice_id = await own_id(alice)
-    await alice.request({"event": "roomAdd", "room": room})
-    await bob.request({"event": "roomAdd", "room": room})
+    await join(alice, room)
+    await join(bob, room)
 
     before = now_ms()
     reply = await alice.request(
@@ -182,14 +201,16 @@ async def test_say_reaches_every_member_once_including_the_sender(open_ws, room)
         assert (await client.next_chat())["message"] == "second"
 
 
-async def test_say_keeps_a_json_message_as_it_was_sent(open_ws, room):
+async def test_say_keeps_a_json_message_as_it_was_sent(open_ws: OpenWs, room: str) -> None:
     client = await welcomed(open_ws)
-    await client.request({"event": "roomAdd", "room": room})
+    await join(client, room)
     await client.send({"event": "say", "room": room, "message": {"text": "hi", "n": [1, 2]}})
     assert (await client.next_chat())["message"] == {"text": "hi", "n": [1, 2]}
 
 
-async def test_say_to_a_room_the_connection_is_not_in_is_refused(open_ws, room):
+async def test_say_to_a_room_the_connection_is_not_in_is_refused(
+    open_ws: OpenWs, room: str
+) -> None:
     client = await welcomed(open_ws)
     assert await client.request({"event": "say", "room": room, "message": "x"}) == {
         "status": f"connection not in this room ({room})",
@@ -202,9 +223,9 @@ async def test_say_to_a_room_the_connection_is_not_in_is_refused(open_ws, room):
 # detailsView and the fingerprint ---------------------------------------------------------
 
 
-async def test_details_view_describes_the_connection(open_ws, room):
+async def test_details_view_describes_the_connection(open_ws: OpenWs, room: str) -> None:
     client = await welcomed(open_ws)
-    await client.request({"event": "roomAdd", "room": room})
+    await join(client, room)
     reply = await client.request({"event": "detailsView", "messageId": "d"})
     data = reply["data"]
     assert reply == {
@@ -233,20 +254,20 @@ async def test_details_view_describes_the_connection(open_ws, room):
     assert data["pendingActions"] == 0
 
 
-async def test_fingerprint_equals_the_id_without_a_session_cookie(open_ws):
+async def test_fingerprint_equals_the_id_without_a_session_cookie(open_ws: OpenWs) -> None:
     client = await welcomed(open_ws)
     data = (await client.request({"event": "detailsView"}))["data"]
     assert data["fingerprint"] == data["id"]
 
 
-async def test_fingerprint_is_the_session_cookie_sent_on_the_upgrade(open_ws):
+async def test_fingerprint_is_the_session_cookie_sent_on_the_upgrade(open_ws: OpenWs) -> None:
     client = await welcomed(open_ws, headers={"Cookie": "sessionID=browser-session-42"})
     data = (await client.request({"event": "detailsView"}))["data"]
     assert data["fingerprint"] == "browser-session-42"
     assert data["id"] != "browser-session-42"
 
 
-async def test_two_connections_of_one_browser_share_the_fingerprint(open_ws):
+async def test_two_connections_of_one_browser_share_the_fingerprint(open_ws: OpenWs) -> None:
     first = await welcomed(open_ws, headers={"Cookie": "sessionID=same-browser"})
     second = await welcomed(open_ws, headers={"Cookie": "sessionID=same-browser"})
     one = (await first.request({"event": "detailsView"}))["data"]
@@ -258,7 +279,7 @@ async def test_two_connections_of_one_browser_share_the_fingerprint(open_ws):
 # documentation ----------------------------------------------------------------------------
 
 
-async def test_documentation_lists_the_actions(open_ws):
+async def test_documentation_lists_the_actions(open_ws: OpenWs) -> None:
     client = await welcomed(open_ws)
     reply = await client.request({"event": "documentation", "messageId": "doc"})
     data = reply["data"]
@@ -278,7 +299,9 @@ async def test_documentation_lists_the_actions(open_ws):
 # action ----------------------------------------------------------------------------------
 
 
-async def test_action_answers_with_the_action_response(open_ws, web_node):
+async def test_action_answers_with_the_action_response(
+    open_ws: OpenWs, web_node: NodeProcess
+) -> None:
     client = await welcomed(open_ws)
     reply = await client.request(
         {"event": "action", "params": {"action": "status"}, "messageId": "a1"}
@@ -290,7 +313,7 @@ async def test_action_answers_with_the_action_response(open_ws, web_node):
     assert "error" not in reply
 
 
-async def test_action_create_chat_room_then_room_exists(open_ws):
+async def test_action_create_chat_room_then_room_exists(open_ws: OpenWs) -> None:
     client = await welcomed(open_ws)
     name = unique_room("created")
     assert await client.request(
@@ -301,7 +324,7 @@ async def test_action_create_chat_room_then_room_exists(open_ws):
     ) == {"error": "room exists", "context": "response", "messageCount": 2, "messageId": 2}
 
 
-async def test_action_errors_are_replies_with_an_error_key(open_ws):
+async def test_action_errors_are_replies_with_an_error_key(open_ws: OpenWs) -> None:
     client = await welcomed(open_ws)
     assert await client.request({"event": "action", "params": {"action": "noSuchAction"}}) == {
         "error": "unknown action or invalid apiVersion",
@@ -320,7 +343,7 @@ async def test_action_errors_are_replies_with_an_error_key(open_ws):
     }
 
 
-async def test_params_are_not_sticky(open_ws):
+async def test_params_are_not_sticky(open_ws: OpenWs) -> None:
     client = await welcomed(open_ws)
     name = unique_room("sticky")
     first = await client.request(
@@ -338,7 +361,7 @@ async def test_params_are_not_sticky(open_ws):
 # key order, message counts and ids -------------------------------------------------------
 
 
-async def test_key_order_does_not_matter(open_ws, room):
+async def test_key_order_does_not_matter(open_ws: OpenWs, room: str) -> None:
     client = await welcomed(open_ws)
     reply = await client.request(f'{{"messageId":"k","room":"{room}","event":"roomAdd"}}')
     assert reply == {
@@ -355,7 +378,7 @@ async def test_key_order_does_not_matter(open_ws, room):
     assert (await client.next_chat())["message"] == "ordered"
 
 
-async def test_message_id_is_echoed_as_sent_and_absent_when_not_sent(open_ws):
+async def test_message_id_is_echoed_as_sent_and_absent_when_not_sent(open_ws: OpenWs) -> None:
     client = await welcomed(open_ws)
     for message_id in ("text-id", 17, 2.5, {"nested": [1]}, [1, "two"]):
         reply = await client.request({"event": "detailsView", "messageId": message_id})
@@ -364,9 +387,11 @@ async def test_message_id_is_echoed_as_sent_and_absent_when_not_sent(open_ws):
     assert "messageId" not in reply
 
 
-async def test_pipelined_requests_get_the_message_count_of_the_request_they_answer(open_ws, room):
+async def test_pipelined_requests_get_the_message_count_of_the_request_they_answer(
+    open_ws: OpenWs, room: str
+) -> None:
     client = await welcomed(open_ws)
-    frames = [
+    frames: list[dict[str, Any]] = [
         {"event": "action", "params": {"action": "status"}, "messageId": "r1"},
         {"event": "roomAdd", "room": room, "messageId": "r2"},
         {"event": "action", "params": {"action": "createChatRoom"}, "messageId": "r3"},
@@ -376,7 +401,7 @@ async def test_pipelined_requests_get_the_message_count_of_the_request_they_answ
     ]
     for frame in frames:
         await client.send(frame)
-    replies = {}
+    replies: dict[str, dict[str, Any]] = {}
     while len(replies) < len(frames):
         reply = await client.reply()
         replies[reply["messageId"]] = reply
@@ -388,6 +413,7 @@ async def test_pipelined_requests_get_the_message_count_of_the_request_they_answ
         "r5": 5,
         "r6": 6,
     }
+    assert replies["r2"]["status"] == "OK"  # the join before the say succeeded
 
 
 # frames that are not requests -------------------------------------------------------------
@@ -396,7 +422,9 @@ async def test_pipelined_requests_get_the_message_count_of_the_request_they_answ
 @pytest.mark.parametrize(
     "text", ["[1, 2, 3]", '"a string"', "42", "null", "not json at all", '{"event": "roomAdd"']
 )
-async def test_a_frame_that_is_not_a_json_object_gets_a_clear_error(open_ws, room, text):
+async def test_a_frame_that_is_not_a_json_object_gets_a_clear_error(
+    open_ws: OpenWs, room: str, text: str
+) -> None:
     client = await welcomed(open_ws)
     reply = await client.request(text)
     assert reply == {
@@ -415,7 +443,9 @@ async def test_a_frame_that_is_not_a_json_object_gets_a_clear_error(open_ws, roo
     }
 
 
-async def test_a_binary_frame_gets_a_clear_error_and_the_connection_keeps_working(open_ws, room):
+async def test_a_binary_frame_gets_a_clear_error_and_the_connection_keeps_working(
+    open_ws: OpenWs, room: str
+) -> None:
     client = await welcomed(open_ws)
     reply = await client.request(b'{"event": "detailsView"}')
     assert reply == {
@@ -427,7 +457,7 @@ async def test_a_binary_frame_gets_a_clear_error_and_the_connection_keeps_workin
     assert (await client.request({"event": "roomAdd", "room": room}))["status"] == "OK"
 
 
-async def test_an_unknown_event_is_refused_with_its_message_id(open_ws):
+async def test_an_unknown_event_is_refused_with_its_message_id(open_ws: OpenWs) -> None:
     client = await welcomed(open_ws)
     assert await client.request({"event": "dance", "messageId": "x"}) == {
         "status": "error",
@@ -440,7 +470,7 @@ async def test_an_unknown_event_is_refused_with_its_message_id(open_ws):
     assert reply["status"] == "error" and reply["error"] == "unknown event (None)"
 
 
-async def test_missing_event_arguments_get_the_chat_errors(open_ws, room):
+async def test_missing_event_arguments_get_the_chat_errors(open_ws: OpenWs, room: str) -> None:
     client = await welcomed(open_ws)
     assert await client.request({"event": "roomAdd"}) == {
         "status": "a room is required",
@@ -448,7 +478,7 @@ async def test_missing_event_arguments_get_the_chat_errors(open_ws, room):
         "data": False,
         "messageCount": 1,
     }
-    await client.request({"event": "roomAdd", "room": room})
+    await join(client, room)
     assert await client.request({"event": "say", "room": room}) == {
         "status": "both room and message are required",
         "context": "response",
@@ -457,7 +487,7 @@ async def test_missing_event_arguments_get_the_chat_errors(open_ws, room):
     }
 
 
-async def test_action_params_that_are_not_an_object_are_refused(open_ws):
+async def test_action_params_that_are_not_an_object_are_refused(open_ws: OpenWs) -> None:
     client = await welcomed(open_ws)
     assert await client.request({"event": "action", "params": ["status"], "messageId": 9}) == {
         "status": "error",
@@ -469,13 +499,13 @@ async def test_action_params_that_are_not_an_object_are_refused(open_ws):
 
 
 async def test_a_frame_over_the_size_limit_closes_the_connection_and_leaves_rooms(
-    open_ws, web_node, room
-):
+    open_ws: OpenWs, web_node: NodeProcess, room: str
+) -> None:
     observer = tcp_observer(web_node.socket_port, room)
     try:
         client = await welcomed(open_ws)
         client_id = await own_id(client)
-        await client.request({"event": "roomAdd", "room": room})
+        await join(client, room)
         # The server may close (and so reset) while the client is still writing.
         with contextlib.suppress(ConnectionError):
             await client.send({"event": "say", "room": room, "message": "x" * (2 << 20)})
@@ -500,7 +530,7 @@ async def test_a_frame_over_the_size_limit_closes_the_connection_and_leaves_room
 # file ------------------------------------------------------------------------------------
 
 
-async def test_file_returns_a_public_file(open_ws):
+async def test_file_returns_a_public_file(open_ws: OpenWs) -> None:
     client = await welcomed(open_ws)
     expected = (STATIC_DIR / "chat.html").read_bytes()
     reply = await client.request({"event": "file", "file": "chat.html", "messageId": "f"})
@@ -525,7 +555,9 @@ async def test_file_returns_a_public_file(open_ws):
         "",
     ],
 )
-async def test_file_outside_the_public_directory_or_missing_is_not_found(open_ws, path):
+async def test_file_outside_the_public_directory_or_missing_is_not_found(
+    open_ws: OpenWs, path: str
+) -> None:
     client = await welcomed(open_ws)
     reply = await client.request({"event": "file", "file": path, "messageId": "f"})
     assert reply == {
@@ -539,12 +571,14 @@ async def test_file_outside_the_public_directory_or_missing_is_not_found(open_ws
 # quit and disconnects --------------------------------------------------------------------
 
 
-async def test_quit_says_goodbye_closes_normally_and_leaves_the_rooms(open_ws, web_node, room):
+async def test_quit_says_goodbye_closes_normally_and_leaves_the_rooms(
+    open_ws: OpenWs, web_node: NodeProcess, room: str
+) -> None:
     observer = tcp_observer(web_node.socket_port, room)
     try:
         client = await welcomed(open_ws)
         client_id = await own_id(client)
-        await client.request({"event": "roomAdd", "room": room})
+        await join(client, room)
         assert client_id in members_of(observer, room)
 
         await client.send({"event": "quit", "messageId": "bye"})
@@ -562,12 +596,14 @@ async def test_quit_says_goodbye_closes_normally_and_leaves_the_rooms(open_ws, w
         observer.close()
 
 
-async def test_a_closed_websocket_leaves_its_rooms(open_ws, web_node, room):
+async def test_a_closed_websocket_leaves_its_rooms(
+    open_ws: OpenWs, web_node: NodeProcess, room: str
+) -> None:
     observer = tcp_observer(web_node.socket_port, room)
     try:
         client = await welcomed(open_ws)
         client_id = await own_id(client)
-        await client.request({"event": "roomAdd", "room": room})
+        await join(client, room)
         await client.ws.close()
         await asyncio.to_thread(
             wait_until,
@@ -582,7 +618,9 @@ async def test_a_closed_websocket_leaves_its_rooms(open_ws, web_node, room):
 # ping/pong liveness ----------------------------------------------------------------------
 
 
-async def test_a_peer_that_stops_answering_pings_is_dropped_and_leaves_its_rooms(tmp_path):
+async def test_a_peer_that_stops_answering_pings_is_dropped_and_leaves_its_rooms(
+    tmp_path: Path,
+) -> None:
     config = tmp_path / "roomcast.toml"
     config.write_text("[web]\nheartbeat = 1.0\n")
     node = start_node("--config", str(config))

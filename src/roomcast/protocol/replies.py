@@ -7,6 +7,11 @@ from typing import Any
 GOODBYE: dict[str, Any] = {"status": "Bye!", "context": "api"}
 
 
+def refused(reason: str) -> dict[str, Any]:
+    """What a client refused at connect time is told before it is closed."""
+    return {"status": "error", "error": reason, "context": "api"}
+
+
 def welcome(text: str) -> dict[str, Any]:
     return {"welcome": text, "context": "api"}
 

@@ -1,9 +1,9 @@
 """The WebSocket opening handshake without sockets: a parsed HTTP request in, a 101 out.
 
-The web port's first request is parsed by aiohttp's HTTP parser; this module decides
-whether it is a WebSocket upgrade roomcast answers itself and builds the response. A
-request it declines (wrong path, a missing or bad header) goes to aiohttp unchanged,
-which answers it as it would any other request.
+The web port parses a request head; :func:`accept_upgrade` decides whether it is a
+WebSocket upgrade to ``/ws`` and, if so, returns the response headers and what was
+agreed for permessage-deflate. A request it declines (wrong path, a missing or bad
+header) is answered as an ordinary HTTP request by the caller.
 """
 
 from __future__ import annotations
@@ -12,25 +12,72 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 
-from aiohttp.http import WS_KEY
-
+#: The GUID every server appends to the client's key to prove it read the handshake.
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: Every upgrade roomcast answers itself starts with these bytes.
 PREFIX = b"GET /ws"
 PATH = "/ws"
+EXTENSIONS = "Sec-WebSocket-Extensions"
+_MIN_WINDOW_BITS, _MAX_WINDOW_BITS = 9, 15  # zlib cannot compress raw deflate with 8
+
+
+@dataclass(frozen=True, slots=True)
+class DeflateParameters:
+    """permessage-deflate as agreed with one client.
+
+    The server always compresses each message on its own (``server_no_context_takeover``)
+    with a window of ``server_max_window_bits``; ``client_no_context_takeover`` says the
+    client does the same, so its inflater need not outlive a message.
+    """
+
+    server_max_window_bits: int = _MAX_WINDOW_BITS
+    client_no_context_takeover: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """An accepted upgrade: what the 101 says, and the compression agreed (None: none)."""
+
+    accept: str  # Sec-WebSocket-Accept
+    extensions: str | None  # Sec-WebSocket-Extensions, when an extension was agreed
+    deflate: DeflateParameters | None
+
+    def headers(self) -> dict[str, str]:
+        """The 101's headers, for an HTTP server that writes the status line itself."""
+        headers = {
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Accept": self.accept,
+        }
+        if self.extensions is not None:
+            headers[EXTENSIONS] = self.extensions
+        return headers
+
+    def response(self) -> bytes:
+        """The complete ``101 Switching Protocols`` head to write before any frame."""
+        extensions = "" if self.extensions is None else f"{EXTENSIONS}: {self.extensions}\r\n"
+        return (
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {self.accept}\r\n{extensions}\r\n"
+        ).encode()
 
 
 def accept_key(key: str) -> str:
-    """``Sec-WebSocket-Accept`` for a client's ``Sec-WebSocket-Key`` (RFC 6455 §4.2.2)."""
-    return base64.b64encode(hashlib.sha1(key.encode() + WS_KEY).digest()).decode()
+    """``Sec-WebSocket-Accept`` for a client's ``Sec-WebSocket-Key``."""
+    return base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
 
 
-def upgrade_response(method: str, path: str, headers: Mapping[str, str]) -> bytes | None:
-    """The ``101 Switching Protocols`` answer to a valid upgrade to ``/ws``, else None.
+def accept_upgrade(
+    method: str, path: str, headers: Mapping[str, str], *, compress: bool = False
+) -> Upgrade | None:
+    """The answer to a valid WebSocket upgrade to ``/ws``, else None.
 
-    ``headers`` must look names up case-insensitively (aiohttp's ``CIMultiDictProxy``).
-    No extension is negotiated: frames go out uncompressed and pre-framed.
+    ``headers`` must look names up case-insensitively (a ``CIMultiDict``; with
+    ``getall`` every ``Sec-WebSocket-Extensions`` header is read). With ``compress``
+    false no extension is ever accepted.
     """
     if method != "GET" or path != PATH:
         return None
@@ -46,13 +93,69 @@ def upgrade_response(method: str, path: str, headers: Mapping[str, str]) -> byte
             return None
     except (binascii.Error, ValueError):
         return None
-    return (
-        "HTTP/1.1 101 Switching Protocols\r\n"
-        "Upgrade: websocket\r\n"
-        "Connection: Upgrade\r\n"
-        f"Sec-WebSocket-Accept: {accept_key(key)}\r\n"
-        "\r\n"
-    ).encode()
+    if not compress:
+        return Upgrade(accept_key(key), None, None)
+    getall = getattr(headers, "getall", None)
+    offers = getall(EXTENSIONS, ()) if getall is not None else [headers.get(EXTENSIONS, "")]
+    extensions, deflate = negotiate_deflate(", ".join(offers))
+    return Upgrade(accept_key(key), extensions, deflate)
+
+
+def negotiate_deflate(offers: str) -> tuple[str | None, DeflateParameters | None]:
+    """Accept the first acceptable permessage-deflate offer in a ``Sec-WebSocket-Extensions``
+    value: the response header value and the parameters, or ``(None, None)``.
+
+    The response always asks for no context takeover on both sides: each server message
+    is compressed on its own (one compressed frame serves every client), and a client's
+    inflater lives only while its message is read. An offer with an unknown, repeated or
+    out-of-range parameter is declined; other extensions are ignored.
+    """
+    for offer in offers.split(","):
+        name, *raw_params = (part.strip() for part in offer.split(";"))
+        if name.lower() != "permessage-deflate":
+            continue
+        window_bits = _server_window_bits(raw_params)
+        if window_bits is None:
+            continue
+        response = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        if window_bits:  # an offer limiting the server's window is answered with the limit
+            response += f"; server_max_window_bits={window_bits}"
+        return response, DeflateParameters(window_bits or _MAX_WINDOW_BITS)
+    return None, None
+
+
+def _server_window_bits(raw_params: list[str]) -> int | None:
+    """The ``server_max_window_bits`` of one offer (0 when absent), None to decline it."""
+    seen: set[str] = set()
+    window_bits = 0
+    for raw in raw_params:
+        key, has_value, value = (item.strip() for item in raw.partition("="))
+        key = key.lower()
+        value = value.strip('"')
+        if not key or key in seen:
+            return None
+        seen.add(key)
+        if key in ("server_no_context_takeover", "client_no_context_takeover"):
+            if has_value:
+                return None
+        elif key == "server_max_window_bits":
+            bits = _window_bits(value)
+            if bits is None:
+                return None
+            window_bits = bits
+        elif key == "client_max_window_bits":
+            if has_value and _window_bits(value) is None:
+                return None
+        else:
+            return None
+    return window_bits
+
+
+def _window_bits(value: str) -> int | None:
+    if not value.isdigit() or value.startswith("0"):
+        return None
+    bits = int(value)
+    return bits if _MIN_WINDOW_BITS <= bits <= _MAX_WINDOW_BITS else None
 
 
 def cookie(headers: Mapping[str, str], name: str) -> str | None:

@@ -1,11 +1,11 @@
 """The web server (aiohttp): WebSocket clients at ``/ws``, actions at ``/api/<action>``,
 static files at ``/``.
 
-aiohttp is the one HTTP/WebSocket stack: fast (C parsers), maintained, and serving both
-from one port. A connection whose first request upgrades to ``/ws`` is served by
-:mod:`roomcast.servers.websocket` with aiohttp's frame reader and writer but without its
-per-request objects; everything else is aiohttp's. This module moves bytes; parsing and
-answering live in :mod:`roomcast.protocol` and :mod:`roomcast.dispatch`.
+aiohttp serves HTTP: fast (C parsers), maintained, one port for everything. WebSocket
+clients are roomcast's own (:mod:`roomcast.servers.websocket`, around the sans-I/O
+protocol of :mod:`roomcast.protocol.websocket`), whether they upgrade on a connection's
+first request or on a later one. This module moves bytes; parsing and answering live in
+:mod:`roomcast.protocol` and :mod:`roomcast.dispatch`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from roomcast import jsonwire
@@ -32,6 +32,7 @@ from roomcast.servers.websocket import (
     FirstRequest,
     WebSocketConnection,
     WebSocketProtocol,
+    serve_upgrade,
 )
 
 if TYPE_CHECKING:
@@ -127,43 +128,9 @@ class WebServer:
     # WebSocket ---------------------------------------------------------------------------
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
-        """``/ws`` as aiohttp serves it: a later request on a kept-alive connection, or
-        any upgrade while permessage-deflate is on (see :mod:`roomcast.servers.websocket`)."""
-        api = self.api
-        settings = api.config.web
-        ws = web.WebSocketResponse(
-            heartbeat=settings.heartbeat,
-            max_msg_size=settings.max_message_size,
-            compress=settings.compress,
-        )
-        await ws.prepare(request)
-        transport = cast(asyncio.Transport, request.transport)
-        peer = transport.get_extra_info("peername") or ("", 0)
-        connection = WebSocketConnection(
-            api, transport, str(peer[0]), int(peer[1]), request.cookies.get(SESSION_COOKIE), ws=ws
-        )
-        await api.connections.register(connection)
-        await connection.send_message(replies.welcome(api.config.socket.welcome))
-        try:
-            async for message in ws:
-                if connection.destroyed:
-                    break
-                connection.message_count += 1
-                count = connection.message_count
-                if message.type == WSMsgType.TEXT:
-                    if not await self.handle_text(connection, message.data, count):
-                        break
-                elif message.type == WSMsgType.BINARY:
-                    await connection.send_message(
-                        replies.request_error(
-                            "binary frames are not supported: send JSON text frames", count
-                        )
-                    )
-                else:
-                    break
-        finally:
-            await connection.destroy()
-        return ws
+        """``/ws`` requested after another request on a kept-alive connection: served by
+        the same WebSocket protocol as a first-request upgrade."""
+        return await serve_upgrade(self, request)
 
     async def handle_text(self, connection: WebSocketConnection, text: str, count: int) -> bool:
         """Answer one frame; False when the client asked to quit."""

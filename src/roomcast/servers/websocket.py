@@ -1,14 +1,21 @@
-"""WebSocket clients on the web port, served without aiohttp's per-request machinery.
+"""WebSocket clients on the web port: the asyncio layer around the sans-I/O protocol.
 
-A WebSocket client stays for hours; aiohttp would keep its request, response, parser
-and handler task alive all that time. Instead, the web port's protocol
-(:class:`FirstRequest`) reads a connection's first request head: an upgrade to ``/ws``
-is answered here and the connection switches to :class:`WebSocketProtocol`, a small
-protocol object that parses frames with aiohttp's frame reader and writes pre-built
-frames. Every other request, and every byte already read, is handed to aiohttp.
+A WebSocket client stays for hours, so it costs as little as it can: one
+:class:`WebSocketProtocol` (bytes in, requests answered in order) around one
+:class:`~roomcast.protocol.websocket.ServerProtocol` (the frames), one
+:class:`WebSocketConnection` (pre-built frames out), and no task while it is idle.
 
-The path of a client's frame: ``data_received`` -> aiohttp's ``WebSocketReader`` ->
-:class:`_Inbox` -> ``_on_message`` -> the ordered queue -> ``WebServer.handle_text``.
+Two ways in, one path after the handshake:
+
+- the connection's first request (:class:`FirstRequest` reads its head): an upgrade
+  to ``/ws`` is answered here, and the transport switches to :class:`WebSocketProtocol`;
+  any other request, with every byte read so far, goes to aiohttp;
+- a later request on a kept-alive connection reaches aiohttp's ``/ws`` route, which
+  calls :func:`serve_upgrade`: aiohttp writes the 101 and then feeds every byte it
+  reads to the same :class:`WebSocketProtocol`.
+
+The path of a client's frame: ``data_received`` -> ``ServerProtocol.receive_data`` ->
+its events -> the ordered queue -> ``WebServer.handle_text``.
 """
 
 from __future__ import annotations
@@ -16,16 +23,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from aiohttp import WSCloseCode, WSMsgType
-from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
+from aiohttp import web
 from aiohttp.http import HttpRequestParser
-from aiohttp.http_websocket import WebSocketError
 
 from roomcast import jsonwire
 from roomcast.protocol import replies, websocket_frames, websocket_handshake
+from roomcast.protocol.websocket import (
+    OPEN,
+    BinaryMessage,
+    CloseCode,
+    ServerProtocol,
+    TextMessage,
+)
+from roomcast.protocol.websocket_handshake import DeflateParameters
 from roomcast.servers.ordered import OrderedRequests
 from roomcast.servers.stream_connection import StreamConnection
 
@@ -37,181 +49,253 @@ log = logging.getLogger("roomcast.web")
 
 SESSION_COOKIE = "sessionID"
 _MAX_HEAD = 64 * 1024  # a first request head longer than this goes to aiohttp (which refuses it)
-_TEXT, _BINARY, _PING, _CLOSE = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.CLOSE
+_BINARY_REFUSED = "binary frames are not supported: send JSON text frames"
+# One framing name per window size (interned once): members sharing it share a frame.
+_DEFLATE_FRAMINGS = {bits: f"ws-deflate-{bits}" for bits in range(9, 16)}
 
 
 class WebSocketConnection(StreamConnection):
-    """A WebSocket client; messages are pre-framed text frames written to its transport.
+    """A WebSocket client; messages are pre-framed text frames written to its transport."""
 
-    ``ws`` is aiohttp's response when aiohttp serves the connection (a later request on
-    a kept-alive connection, or permessage-deflate enabled); None when
-    :class:`WebSocketProtocol` does.
-    """
-
-    __slots__ = ("_close_sent", "said_goodbye", "ws")
+    __slots__ = ("_protocol", "said_goodbye")
     type = "websocket"
     framing = "ws-text"
+    window_bits = 0  # messages go out uncompressed
 
     def __init__(
         self,
         api: Api,
+        protocol: WebSocketProtocol,
         transport: asyncio.Transport,
         remote_ip: str,
         remote_port: int,
         fingerprint: str | None,
-        ws: Any = None,
     ) -> None:
         super().__init__(
             api, transport, remote_ip, remote_port, api.config.web.send_buffer_limit, fingerprint
         )
-        self.ws = ws
+        self._protocol = protocol
         self.said_goodbye = False
-        self._close_sent = False
 
     def frame(self, data: bytes) -> bytes:
         return websocket_frames.text_frame(data)
 
-    def send_close(self, code: int, reason: str = "") -> None:
-        """Write a close frame (once) and close the transport after what is queued."""
-        self.flush()
-        if not self._close_sent:
-            self._close_sent = True
-            if not self._transport.is_closing():
-                self._transport.write(websocket_frames.close_frame(code, reason))
-        self._transport.close()
-
     def close_transport(self) -> None:
         # 1001 "going away": clients reconnect; after a quit they were told "Bye!".
-        code = 1000 if self.said_goodbye else 1001
-        if self.ws is None:
-            self.send_close(code)
-            return
-        self.flush()
-        if not self.ws.closed:
-            self.api.spawn(self.ws.close(code=code))
+        self._protocol.close(CloseCode.NORMAL if self.said_goodbye else CloseCode.GOING_AWAY)
+
+    def refuse(self, reason: str) -> None:
+        # 1008 "policy violation": refused on purpose, so a client should not just retry.
+        self.write_frame(self.frame(jsonwire.dumps(replies.refused(reason))))
+        self._protocol.close(CloseCode.POLICY_VIOLATION, reason)
 
 
-@functools.lru_cache(maxsize=8)
-def _welcome_frame(text: str) -> bytes:
-    """The welcome frame (the same for every client of a node)."""
-    return websocket_frames.text_frame(jsonwire.dumps(replies.welcome(text)))
+class DeflateWebSocketConnection(WebSocketConnection):
+    """A client that agreed on permessage-deflate: every message goes out compressed.
+
+    The server compresses each message on its own, so the frame depends only on the
+    message and the window size: ``framing`` names that size, and members sharing it
+    share one compressed frame per message.
+    """
+
+    __slots__ = ("framing", "window_bits")
+
+    def __init__(
+        self,
+        api: Api,
+        protocol: WebSocketProtocol,
+        transport: asyncio.Transport,
+        remote_ip: str,
+        remote_port: int,
+        fingerprint: str | None,
+        window_bits: int,
+    ) -> None:
+        super().__init__(api, protocol, transport, remote_ip, remote_port, fingerprint)
+        self.window_bits = window_bits
+        self.framing = _DEFLATE_FRAMINGS[window_bits]
+
+    def frame(self, data: bytes) -> bytes:
+        return websocket_frames.deflate_text_frame(data, self.window_bits)
 
 
-class _Inbox(WebSocketDataQueue):
-    """Where aiohttp's frame reader puts each complete message: straight to the protocol."""
-
-    __slots__ = ("on_message",)
-
-    def __init__(self, on_message: Callable[[Any], None]) -> None:
-        # No protocol or loop: messages never wait here, so it never pauses or awaits.
-        super().__init__(None, 1 << 16, loop=None)  # type: ignore[arg-type]
-        self.on_message = on_message
-
-    def feed_data(self, data: Any, size: int) -> None:
-        self.on_message(data)
-
-
-def _check_reader() -> None:
-    """Raise if aiohttp's frame reader no longer hands messages over as expected."""
-    got: list[Any] = []
-    reader = WebSocketReader(_Inbox(got.append), 1024, compress=False, decode_text=True)
-    reader.feed_data(b"\x81\x82\x00\x00\x00\x00hi")  # "hi", masked with zeros
-    if [(m.type, m.data) for m in got] != [(_TEXT, "hi")]:
-        raise RuntimeError(f"unexpected WebSocket messages from aiohttp's reader: {got!r}")
-
-
-_check_reader()
+@functools.lru_cache(maxsize=16)
+def _welcome_frame(text: str, window_bits: int) -> bytes:
+    """The welcome frame (the same for every client of a node with that compression)."""
+    data = jsonwire.dumps(replies.welcome(text))
+    if window_bits:
+        return websocket_frames.deflate_text_frame(data, window_bits)
+    return websocket_frames.text_frame(data)
 
 
 class WebSocketProtocol(OrderedRequests):
-    """One WebSocket client after the handshake: frames in, requests answered in order."""
+    """One WebSocket client after the handshake: frames in, requests answered in order.
 
-    __slots__ = ("_heard", "_inbox", "_reader", "_transport", "api", "connection", "server")
+    It is the transport's protocol after a first-request upgrade; after a later one,
+    aiohttp's request handler stays the transport's protocol and passes it every byte
+    (:func:`serve_upgrade`). Either way its transport is written to directly.
+    """
+
+    __slots__ = ("_heard", "_transport", "api", "connection", "server", "websocket")
 
     def __init__(
         self,
         server: WebServer,
         transport: asyncio.Transport,
         fingerprint: str | None,
-        handshake: bytes,
+        deflate: DeflateParameters | None,
+        handshake: bytes = b"",
     ) -> None:
+        """Take over a client whose upgrade was accepted; ``handshake`` (the 101, when
+        the caller has not written it) leaves together with the welcome."""
         super().__init__()
         self.server = server
         self.api = api = server.api
         self._transport: asyncio.Transport = transport
+        self.websocket = ServerProtocol(api.config.web.max_message_size, deflate)
         peer = transport.get_extra_info("peername") or ("", 0)
-        self.connection = WebSocketConnection(
-            api, transport, str(peer[0]), int(peer[1]), fingerprint
-        )
-        self._inbox = _Inbox(self._on_message)
-        self._reader = WebSocketReader(
-            self._inbox, api.config.web.max_message_size, compress=False, decode_text=True
+        remote_ip, remote_port = str(peer[0]), int(peer[1])
+        self.connection: WebSocketConnection = (
+            WebSocketConnection(api, self, transport, remote_ip, remote_port, fingerprint)
+            if deflate is None
+            else DeflateWebSocketConnection(
+                api,
+                self,
+                transport,
+                remote_ip,
+                remote_port,
+                fingerprint,
+                deflate.server_max_window_bits,
+            )
         )
         self._heard = True  # a frame arrived since the last heartbeat ping
         server.remember_socket(self)  # forgotten in connection_lost
-        self.connection.write_raw(handshake)  # leaves with the welcome, in one write
+        if handshake:
+            self.connection.write_raw(handshake)  # leaves with the welcome, in one write
         self.register(self.connection)
 
     def registered(self) -> None:
-        self.connection.write_raw(_welcome_frame(self.api.config.socket.welcome))
+        connection = self.connection
+        connection.write_raw(_welcome_frame(self.api.config.socket.welcome, connection.window_bits))
 
     # frames in ---------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self.connection.destroyed:
+        connection = self.connection
+        if connection.destroyed:
             return
         self._heard = True
-        failed, _ = self._reader.feed_data(data)
-        if failed:
-            error = self._inbox.exception()
-            code = error.code if isinstance(error, WebSocketError) else 1002
-            log.info("closing %s: %s", self.connection.id, error)
-            self.connection.send_close(code, str(error))
-
-    def _on_message(self, message: Any) -> None:
-        if self._transport.is_closing():  # frames after a close are not answered
+        websocket = self.websocket
+        websocket.receive_data(data)
+        for event in websocket.events_received():
+            if type(event) is TextMessage or type(event) is BinaryMessage:
+                connection.message_count += 1
+                self.accept(connection.message_count, event)
+            # the pong to a ping is in data_to_send; a pong only proves the client is
+            # alive, which _heard records; a close leaves the state not OPEN
+        if websocket.state is OPEN:
+            output = websocket.data_to_send()
+            if output:
+                connection.write_raw(output)
             return
-        kind = message.type
-        if kind is _TEXT or kind is _BINARY:
-            self.connection.message_count += 1
-            self.accept(self.connection.message_count, message)
-        elif kind is _PING:
-            self.connection.write_raw(websocket_frames.pong_frame(message.data))
-        elif kind is _CLOSE:  # the client's closing handshake: echo its code and hang up
-            code = message.data
-            self.connection.send_close(
-                code if isinstance(code, int) and 1000 <= code < 5000 else WSCloseCode.OK
-            )  # an empty close has code 0
-        # a pong only proves the client is alive, which _heard already records
+        if websocket.close_rcvd is None and websocket.close_sent is not None:
+            log.info("closing %s: %s", connection.id, websocket.close_sent.reason)
+        self._send_and_close()
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Send a close frame (unless one was sent or received), then close the transport
+        once what is queued for the client has been written."""
+        self.websocket.send_close(code, reason)
+        self._send_and_close()
+
+    def _send_and_close(self) -> None:
+        output = self.websocket.data_to_send()
+        connection = self.connection
+        if output:
+            connection.write_raw(output)
+        connection.flush()  # frames queued this tick, then the close frame, in one write
+        self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.websocket.receive_eof()
         self.server.forget_socket(self)
         if not self.connection.destroyed:
             self.api.spawn(self.connection.destroy())
 
     async def process(self, count: int, request: Any) -> None:
         connection = self.connection
-        if request.type is _TEXT:
-            if not await self.server.handle_text(connection, request.data, count):
+        if type(request) is TextMessage:
+            if not await self.server.handle_text(connection, request.text, count):
                 await connection.destroy()
         else:
-            await connection.send_message(
-                replies.request_error(
-                    "binary frames are not supported: send JSON text frames", count
-                )
-            )
+            await connection.send_message(replies.request_error(_BINARY_REFUSED, count))
 
     # liveness ----------------------------------------------------------------------------
 
     def heartbeat(self) -> None:
         """Ping the client; close it if nothing came back since the previous ping."""
+        if self.websocket.state is not OPEN:
+            return
         if not self._heard:
             log.info("closing %s: no answer to a ping", self.connection.id)
-            # 1006 may not appear on the wire (RFC 6455 §7.4.1): "going away" instead.
-            self.connection.send_close(WSCloseCode.GOING_AWAY, "no answer to ping")
+            # 1006 may not appear on the wire: "going away" instead.
+            self.close(CloseCode.GOING_AWAY, "no answer to ping")
             return
         self._heard = False
         self.connection.write_raw(websocket_frames.PING)
+
+
+class _UpgradedRequest:
+    """What aiohttp's request handler feeds the bytes after an upgrade it answered."""
+
+    __slots__ = ("_protocol", "finished")
+
+    def __init__(self, protocol: WebSocketProtocol, finished: asyncio.Future[None]) -> None:
+        self._protocol = protocol
+        self.finished = finished
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self._protocol.data_received(data)
+        return False, b""  # never "end of payload": the connection is the client's
+
+    def feed_eof(self) -> None:
+        self._protocol.connection_lost(None)
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+
+async def serve_upgrade(server: WebServer, request: web.Request) -> web.StreamResponse:
+    """Serve ``/ws`` requested on a kept-alive connection, until the client is gone.
+
+    aiohttp writes the 101 (roomcast's handshake headers); every later byte goes to a
+    :class:`WebSocketProtocol`. A request that is no valid upgrade gets a 400.
+    """
+    upgrade = websocket_handshake.accept_upgrade(
+        request.method, request.path, request.headers, compress=server.api.config.web.compress
+    )
+    if upgrade is None:
+        return web.Response(status=400, text="not a valid WebSocket upgrade")
+    transport = request.transport
+    if transport is None:  # the client left before its request was answered
+        return web.Response(status=400)
+    response = web.StreamResponse(status=101, headers=upgrade.headers())
+    response.force_close()
+    await response.prepare(request)
+    protocol = WebSocketProtocol(
+        server,
+        transport,
+        request.cookies.get(SESSION_COOKIE),
+        upgrade.deflate,
+    )
+    reader = _UpgradedRequest(protocol, asyncio.get_running_loop().create_future())
+    # set_parser is typed for aiohttp's own reader; it calls only feed_data and feed_eof.
+    request.protocol.set_parser(reader)  # type: ignore[arg-type]
+    request.protocol.keep_alive(False)
+    try:
+        await reader.finished
+    finally:
+        if protocol.websocket.state is OPEN:  # cancelled: the node is stopping
+            protocol.close(CloseCode.GOING_AWAY)
+    return response
 
 
 class FirstRequest(asyncio.Protocol):
@@ -238,8 +322,8 @@ class FirstRequest(asyncio.Protocol):
         if self._parser is None:
             if len(received) < len(prefix) and prefix.startswith(received):
                 return  # too short to tell yet
-            if not received.startswith(prefix) or self.server.api.config.web.compress:
-                self._hand_to_aiohttp()  # (aiohttp negotiates permessage-deflate)
+            if not received.startswith(prefix):
+                self._hand_to_aiohttp()
                 return
             self._parser = HttpRequestParser(
                 self,  # type: ignore[arg-type]
@@ -260,14 +344,18 @@ class FirstRequest(asyncio.Protocol):
             return
         message = messages[0][0]
         path = message.path.partition("?")[0]
-        response = websocket_handshake.upgrade_response(message.method, path, message.headers)
-        if response is None:
+        upgrade = websocket_handshake.accept_upgrade(
+            message.method, path, message.headers, compress=self.server.api.config.web.compress
+        )
+        if upgrade is None:
             self._hand_to_aiohttp()
             return
         transport = self._transport
         assert transport is not None
         fingerprint = websocket_handshake.cookie(message.headers, SESSION_COOKIE)
-        protocol = WebSocketProtocol(self.server, transport, fingerprint, response)
+        protocol = WebSocketProtocol(
+            self.server, transport, fingerprint, upgrade.deflate, upgrade.response()
+        )
         transport.set_protocol(protocol)
         self._parser = None
         self._received = b""
