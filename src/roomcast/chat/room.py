@@ -28,6 +28,8 @@ from roomcast.chat.errors import (
 from roomcast.chat.middleware import ChatMiddleware, ChatMiddlewareChain
 from roomcast.chat.room_index import RoomIndex
 from roomcast.cluster import REDIS_DOWN
+from roomcast.cluster.dropped import DropLog
+from roomcast.cluster.envelope import EnvelopeError, derive_key, open_envelope, seal
 
 if TYPE_CHECKING:
     from roomcast.api import Api
@@ -66,9 +68,8 @@ class ChatRoom:
         self._member_writes = _WriteGate()
         self._rooms_seen: dict[str, float] = {}  # room -> until when it is known to exist
         self._room_checks: dict[str, asyncio.Future[bool]] = {}
-        self._header = (
-            jsonwire.dumps({"serverToken": api.config.server_token, "serverId": api.id}) + b"\n"
-        )
+        self._bus_key = derive_key(api.config.server_token)
+        self._drops = DropLog(log, "chat message")
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -350,22 +351,34 @@ class ChatRoom:
         data = jsonwire.dumps(payload)
         await self.deliver_local(room, payload, data)
         if self._publish:
-            await self._bus.publish(self._keys.room_channel(room), self._header + data)
+            channel = self._keys.room_channel(room)
+            try:
+                sealed = seal(self._bus_key, self.api.id, data, channel=channel.encode())
+            except EnvelopeError:
+                log.warning("a %d-byte message to %s is too large for other nodes", len(data), room)
+                return
+            await self._bus.publish(channel, sealed)
 
     async def _on_room_message(self, channel: str, data: bytes) -> None:
-        header, _, body = data.partition(b"\n")
         try:
-            meta = jsonwire.loads(header)
-        except ValueError:
-            log.warning("dropped undecodable chat message on %s", channel)
+            opened = open_envelope(self._bus_key, data, channel=channel.encode())
+        except EnvelopeError as error:
+            self._drops.drop(error.reason, channel)
             return
-        if not isinstance(meta, dict) or meta.get("serverToken") != self.api.config.server_token:
-            log.warning("dropped chat message with a wrong serverToken on %s", channel)
-            return
-        if meta.get("serverId") == self.api.id:
+        if opened.sender == self.api.id:
             return  # delivered locally when it was said
+        body = opened.body
+        # Clients get these bytes as they are: only one compact JSON object may pass (a raw
+        # line break, which compact JSON never has, would split a TCP client's line).
+        payload: Any = None
+        if b"\n" not in body and b"\r" not in body:
+            with contextlib.suppress(ValueError):
+                payload = jsonwire.loads(body)
+        if not isinstance(payload, dict):
+            self._drops.drop(f"not a JSON object from {opened.sender}", channel)
+            return
         room = channel[len(self._keys.room_channel("")) :]
-        await self.deliver_local(room, None, body)
+        await self.deliver_local(room, payload, body)
 
     async def deliver_local(self, room: str, payload: dict[str, Any] | None, data: bytes) -> int:
         """Send an encoded chat message to this node's members of ``room``; return the count.
