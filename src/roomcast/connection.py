@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from roomcast import jsonwire
-from roomcast.protocol import replies
 from roomcast.hooks import call_hook
+from roomcast.protocol import replies
 
 if TYPE_CHECKING:
     from roomcast.api import Api

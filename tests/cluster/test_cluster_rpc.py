@@ -9,7 +9,12 @@ from typing import Any
 import redis
 from cluster_support import PREFIX, RPC_TIMEOUT, TOKEN, Cluster, wait_until
 
+from roomcast.cluster.envelope import derive_key, open_envelope, seal
+from support import LOOPBACK
+
 RPC_CHANNEL = f"{PREFIX}rpc"
+INTRUDER_CHANNEL = f"{PREFIX}node:intruder"
+BUS_KEY = derive_key(TOKEN)
 
 
 def test_add_member_reaches_a_connection_on_another_node(cluster: Cluster) -> None:
@@ -127,35 +132,35 @@ def test_rpc_times_out_after_rpc_timeout(cluster: Cluster) -> None:
 
 
 def _forged_request(token: str, method: str, args: list[Any], connection_id: str | None) -> bytes:
-    return json.dumps(
-        {
-            "serverToken": token,
-            "serverId": "intruder",
-            "id": "intruder:1",
-            "method": method,
-            "args": args,
-            "connectionId": connection_id,
-        }
-    ).encode()
+    request = {"id": "intruder:1", "method": method, "args": args, "connectionId": connection_id}
+    body = json.dumps(request).encode()
+    return seal(derive_key(token), "intruder", body, channel=RPC_CHANNEL.encode())
+
+
+def _bytes_redis(cluster: Cluster) -> redis.Redis:
+    """A client of the cluster's Redis that leaves messages as bytes, as nodes see them."""
+    return redis.Redis(host=LOOPBACK, port=cluster.redis_server.port)
 
 
 def _replies(pubsub: redis.client.PubSub, seconds: float) -> list[dict[str, Any]]:
+    """The replies heard on the intruder's channel: each one's sender and JSON body."""
     replies: list[dict[str, Any]] = []
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         message = pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
         if message is not None and message["type"] == "message":
-            replies.append(json.loads(message["data"]))
+            opened = open_envelope(BUS_KEY, message["data"], channel=INTRUDER_CHANNEL.encode())
+            replies.append({"from": opened.sender, **json.loads(opened.body)})
     return replies
 
 
-def test_rpc_requests_with_a_wrong_token_are_ignored(cluster: Cluster) -> None:
+def test_rpc_requests_signed_with_another_token_are_ignored(cluster: Cluster) -> None:
     cluster.start("a")
     cluster.start("b")
     bob = cluster.client("b")
     bob.action("createChatRoom", name="target")
-    with cluster.redis() as client, client.pubsub() as pubsub:
-        pubsub.subscribe(f"{PREFIX}node:intruder")
+    with _bytes_redis(cluster) as client, client.pubsub() as pubsub:
+        pubsub.subscribe(INTRUDER_CHANNEL)
         forged = _forged_request("wrong-token", "chat.add_member", [bob.id, "target"], bob.id)
         assert client.publish(RPC_CHANNEL, forged) == 2  # both nodes heard it ...
         assert _replies(pubsub, 0.5) == []  # ... and neither answered
@@ -170,14 +175,14 @@ def test_rpc_requests_with_a_wrong_token_are_ignored(cluster: Cluster) -> None:
             lambda: replies.extend(_replies(pubsub, 0.1)) or len(replies) == 2,
             message="both nodes answered",
         )
-    assert sorted(replies, key=lambda r: r["serverId"]) == [
-        {"serverToken": TOKEN, "serverId": "a", "id": "intruder:1", "notOwner": True},
-        {"serverToken": TOKEN, "serverId": "b", "id": "intruder:1", "result": True},
+    assert sorted(replies, key=lambda r: r["from"]) == [
+        {"from": "a", "id": "intruder:1", "notOwner": True},
+        {"from": "b", "id": "intruder:1", "result": True},
     ]
     assert bob.rooms() == ["target"]
     for node in cluster.nodes.values():
         wait_until(
-            lambda node=node: "RPC request with a wrong serverToken" in node.log,
+            lambda node=node: "dropped 1 RPC request (bad signature" in node.log,
             message="the drop logged",
         )
 
@@ -185,8 +190,8 @@ def test_rpc_requests_with_a_wrong_token_are_ignored(cluster: Cluster) -> None:
 def test_only_registered_methods_can_be_called(cluster: Cluster) -> None:
     cluster.start("a")
     cluster.start("b")
-    with cluster.redis() as client, client.pubsub() as pubsub:
-        pubsub.subscribe(f"{PREFIX}node:intruder")
+    with _bytes_redis(cluster) as client, client.pubsub() as pubsub:
+        pubsub.subscribe(INTRUDER_CHANNEL)
         forged = _forged_request(TOKEN, "os.system", ["echo owned"], None)
         assert client.publish(RPC_CHANNEL, forged) == 2
         replies: list[dict[str, Any]] = []
@@ -194,10 +199,10 @@ def test_only_registered_methods_can_be_called(cluster: Cluster) -> None:
             lambda: replies.extend(_replies(pubsub, 0.2)) or len(replies) >= 2,
             message="both nodes refused",
         )
-    assert sorted((r["serverId"], r["error"]) for r in replies) == [
+    assert sorted((r["from"], r["error"]) for r in replies) == [
         ("a", "unknown RPC method (os.system)"),
         ("b", "unknown RPC method (os.system)"),
     ]
     assert all("result" not in r for r in replies)
     for node in cluster.nodes.values():
-        assert "refused RPC for unregistered method 'os.system'" in node.log
+        assert "refused RPC for unregistered method 'os.system' from intruder" in node.log

@@ -27,6 +27,8 @@ from roomcast.chat.errors import (
 )
 from roomcast.chat.middleware import ChatMiddleware, ChatMiddlewareChain
 from roomcast.chat.room_index import RoomIndex
+from roomcast.cluster.dropped import DropLog
+from roomcast.cluster.envelope import EnvelopeError, derive_key, open_envelope, seal
 from roomcast.cluster.errors import REDIS_DOWN
 from roomcast.metrics import NodeStats
 
@@ -75,13 +77,13 @@ class ChatRoom:
         # The embedded store is this node's alone: no other node can hear a room's channel,
         # so a say is not published (it would only come back to us, to be dropped).
         self._publish = not cluster.embedded
-        self._server_token = server_token
         # What was stored for each local membership, so a resync writes it unchanged.
         self._details: dict[tuple[str, str], dict[str, Any]] = {}
         self._member_writes = _WriteGate()
         self._rooms_seen: dict[str, float] = {}  # room -> until when it is known to exist
         self._room_checks: dict[str, asyncio.Future[bool]] = {}
-        self._header = jsonwire.dumps({"serverToken": server_token, "serverId": node_id}) + b"\n"
+        self._bus_key = derive_key(server_token)
+        self._drops = DropLog(log, "chat message")
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -376,22 +378,34 @@ class ChatRoom:
         data = jsonwire.dumps(payload)
         await self.deliver_local(room, payload, data)
         if self._publish:
-            await self._bus.publish(self._keys.room_channel(room), self._header + data)
+            channel = self._keys.room_channel(room)
+            try:
+                sealed = seal(self._bus_key, self.node_id, data, channel=channel.encode())
+            except EnvelopeError:
+                log.warning("a %d-byte message to %s is too large for other nodes", len(data), room)
+                return
+            await self._bus.publish(channel, sealed)
 
     async def _on_room_message(self, channel: str, data: bytes) -> None:
-        header, _, body = data.partition(b"\n")
         try:
-            meta = jsonwire.loads(header)
-        except ValueError:
-            log.warning("dropped undecodable chat message on %s", channel)
+            opened = open_envelope(self._bus_key, data, channel=channel.encode())
+        except EnvelopeError as error:
+            self._drops.drop(error.reason, channel)
             return
-        if not isinstance(meta, dict) or meta.get("serverToken") != self._server_token:
-            log.warning("dropped chat message with a wrong serverToken on %s", channel)
-            return
-        if meta.get("serverId") == self.node_id:
+        if opened.sender == self.node_id:
             return  # delivered locally when it was said
+        body = opened.body
+        # Clients get these bytes as they are: only one compact JSON object may pass (a raw
+        # line break, which compact JSON never has, would split a TCP client's line).
+        payload: Any = None
+        if b"\n" not in body and b"\r" not in body:
+            with contextlib.suppress(ValueError):
+                payload = jsonwire.loads(body)
+        if not isinstance(payload, dict):
+            self._drops.drop(f"not a JSON object from {opened.sender}", channel)
+            return
         room = self._keys.room_of_channel(channel)
-        await self.deliver_local(room, None, body)
+        await self.deliver_local(room, payload, body)
 
     async def deliver_local(self, room: str, payload: dict[str, Any] | None, data: bytes) -> int:
         """Send an encoded chat message to this node's members of ``room``; return the count.

@@ -26,6 +26,9 @@ log = logging.getLogger("roomcast.bus")
 
 Handler = Callable[[str, bytes], Awaitable[None] | None]
 
+#: Seconds the reader may work through a backlog before it lets the event loop run.
+READ_SLICE = 0.005
+
 
 class Bus:
     """Publish to and receive from Redis channels, surviving outages.
@@ -57,6 +60,8 @@ class Bus:
         self._max_backoff = max_backoff
         # The unanswered watchdog ping: its payload and when it was sent.
         self._ping: tuple[bytes, float] | None = None
+        # When the reader last got a message off the subscriber (monotonic seconds).
+        self._heard_at = 0.0
         self._pings = 0
         self._rebuild_reason: str | None = None
         self._closing = False
@@ -184,6 +189,7 @@ class Bus:
     async def _read_forever(self) -> None:
         backoff = 0.1
         lost_at: float | None = None if self._pubsub is not None else time.monotonic()
+        slice_started = time.monotonic()
         while not self._closing:
             try:
                 if self._rebuild_reason is not None and self._pubsub is not None:
@@ -210,6 +216,14 @@ class Bus:
                 )
                 if message is not None and message.get("type") == "message":
                     await self._dispatch(message["channel"], message["data"])
+                    # A backlog (a flood, junk or not) is read from buffers without ever
+                    # suspending: give clients their turn every few milliseconds.
+                    now = self._heard_at = time.monotonic()
+                    if now - slice_started > READ_SLICE:
+                        await asyncio.sleep(0)
+                        slice_started = time.monotonic()
+                else:
+                    slice_started = time.monotonic()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -252,7 +266,9 @@ class Bus:
 
         One ping is outstanding at a time. When this loop itself ran late (the process
         was stalled), the outstanding ping gets a fresh window instead of a verdict: the
-        reader may not have had its turn yet.
+        reader may not have had its turn yet. So it does while the reader keeps getting
+        messages: the ping is queued behind a backlog (a flood, say), the subscriber hears,
+        and a rebuild would only throw the backlog away.
         """
         interval = self._watchdog_interval
         last_tick = time.monotonic()
@@ -265,7 +281,7 @@ class Bus:
                 continue
             if self._ping is not None:
                 payload, sent_at = self._ping
-                if stalled:
+                if stalled or self._heard_at > sent_at:
                     self._ping = (payload, now)
                 elif now - sent_at > 3 * interval:
                     self._ping = None

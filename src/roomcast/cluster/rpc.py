@@ -3,6 +3,10 @@
 A request goes to every node on one channel; the node that owns the connection (or every
 node, for a broadcast call) runs the registered method and replies on the caller's own
 channel. Errors travel as their class name and message and are rebuilt unchanged.
+
+Requests and replies are sealed envelopes (``envelope.py``): the JSON inside carries the
+call, never the server token. A request is served at most once, so one read off the bus
+cannot be replayed to run it again.
 """
 
 from __future__ import annotations
@@ -10,12 +14,23 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from roomcast import jsonwire
 from roomcast.cluster.bus import Bus
+from roomcast.cluster.dropped import DropLog
+from roomcast.cluster.envelope import (
+    MAX_AGE,
+    EnvelopeError,
+    Opened,
+    derive_key,
+    open_envelope,
+    seal,
+)
 from roomcast.cluster.errors import WireErrors
 from roomcast.cluster.keys import Keys
 from roomcast.cluster.store import Store
@@ -58,7 +73,7 @@ class Rpc:
         #: Calls this node sent, and how many of them timed out.
         self.calls = 0
         self.timeouts = 0
-        self._token = token
+        self._key = derive_key(token)
         self._keys = keys
         self._bus = bus
         self._store = store
@@ -68,6 +83,11 @@ class Rpc:
         self._waiters: dict[str, _Waiter] = {}
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._request_drops = DropLog(log, "RPC request")
+        self._reply_drops = DropLog(log, "RPC reply")
+        # MACs of the requests served lately, oldest first, to refuse a replayed one.
+        self._served: set[bytes] = set()
+        self._served_order: deque[tuple[float, bytes]] = deque()
 
     def register(self, name: str, method: Method) -> None:
         """Allow other nodes to call ``method`` as ``name``; nothing else is callable."""
@@ -121,16 +141,18 @@ class Rpc:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         # The waiter exists before the request is published, so no reply can be missed.
         self._waiters[request_id] = _Waiter(future, expected, connection_id is not None)
-        envelope = {
-            "serverToken": self._token,
-            "serverId": self.node_id,
+        request = {
             "id": request_id,
             "method": method,
             "args": list(args),
             "connectionId": connection_id,
         }
         try:
-            if not await self._bus.publish(self._keys.rpc_channel, jsonwire.dumps(envelope)):
+            channel = self._keys.rpc_channel
+            sealed = seal(
+                self._key, self.node_id, jsonwire.dumps(request), channel=channel.encode()
+            )
+            if not await self._bus.publish(channel, sealed):
                 raise self._errors.timeout()
             async with asyncio.timeout(self.timeout):
                 return await future
@@ -140,56 +162,93 @@ class Rpc:
         finally:
             self._waiters.pop(request_id, None)
 
-    def _on_request(self, channel: str, data: bytes) -> None:
+    def _open(self, channel: str, data: bytes, drops: DropLog) -> tuple[Opened, Any] | None:
+        """The verified envelope and its decoded JSON object, or None (counted as dropped)."""
         try:
-            envelope = jsonwire.loads(data)
+            opened = open_envelope(self._key, data, channel=channel.encode())
+            message = jsonwire.loads(opened.body)
+        except EnvelopeError as error:
+            drops.drop(error.reason, channel)
+            return None
         except ValueError:
-            log.warning("dropped undecodable RPC request")
+            drops.drop(f"not JSON from {opened.sender}", channel)
+            return None
+        if not isinstance(message, dict) or not isinstance(message.get("id"), str):
+            drops.drop(f"malformed from {opened.sender}", channel)
+            return None
+        return opened, message
+
+    def _on_request(self, channel: str, data: bytes) -> None:
+        found = self._open(channel, data, self._request_drops)
+        if found is None:
             return
-        if not isinstance(envelope, dict) or envelope.get("serverToken") != self._token:
-            log.warning("dropped RPC request with a wrong serverToken")
+        opened, request = found
+        if opened.sender == self.node_id:
             return
-        if envelope.get("serverId") == self.node_id:
+        connection_id = request.get("connectionId")
+        if (
+            not isinstance(request.get("method"), str)
+            or not isinstance(request.get("args", []), list)
+            or not (connection_id is None or isinstance(connection_id, str))
+        ):
+            self._request_drops.drop(f"malformed from {opened.sender}", channel)
             return
-        task = asyncio.create_task(self._serve(envelope))
+        if not self._first_time(opened.mac):
+            self._request_drops.drop(f"replayed, from {opened.sender}", channel)
+            return
+        task = asyncio.create_task(self._serve(opened.sender, request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, envelope: dict[str, Any]) -> None:
-        reply: dict[str, Any] = {
-            "serverToken": self._token,
-            "serverId": self.node_id,
-            "id": envelope.get("id"),
-        }
-        connection_id = envelope.get("connectionId")
-        method_name = str(envelope.get("method"))
+    def _first_time(self, mac: bytes) -> bool:
+        """Remember ``mac``; False when it was seen while its envelope could still verify.
+
+        An envelope verifies for at most ``2 * MAX_AGE`` s of this node's time (its stamp
+        may be up to ``MAX_AGE`` s ahead), so a MAC need not be kept any longer.
+        """
+        now = time.monotonic()
+        order = self._served_order
+        while order and order[0][0] < now:
+            self._served.discard(order.popleft()[1])
+        if mac in self._served:
+            return False
+        self._served.add(mac)
+        order.append((now + 2 * MAX_AGE, mac))
+        return True
+
+    async def _serve(self, caller: str, request: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"id": request["id"]}
+        connection_id = request.get("connectionId")
+        method_name = request["method"]
         method = self._methods.get(method_name)
-        if connection_id is not None and not self._owns(str(connection_id)):
+        if connection_id is not None and not self._owns(connection_id):
             reply["notOwner"] = True
         elif method is None:
-            log.warning("refused RPC for unregistered method %r", method_name)
+            log.warning("refused RPC for unregistered method %r from %s", method_name, caller)
             error = UnknownRpcMethod(method_name)
             reply["error"], reply["errorType"] = str(error), "UnknownRpcMethod"
         else:
             try:
-                reply["result"] = await method(*envelope.get("args", []))
+                reply["result"] = await method(*request.get("args", []))
             except Exception as error:
                 reply["error"], reply["errorType"] = str(error), type(error).__name__
-        caller = str(envelope.get("serverId"))
-        await self._bus.publish(self._keys.node_channel(caller), jsonwire.dumps(reply))
+        channel = self._keys.node_channel(caller)
+        try:
+            sealed = seal(self._key, self.node_id, jsonwire.dumps(reply), channel=channel.encode())
+        except EnvelopeError:
+            log.warning("reply to %s's RPC %s is too large to send", caller, method_name)
+            return
+        await self._bus.publish(channel, sealed)
 
     def _on_reply(self, channel: str, data: bytes) -> None:
-        try:
-            reply = jsonwire.loads(data)
-        except ValueError:
+        found = self._open(channel, data, self._reply_drops)
+        if found is None:
             return
-        if not isinstance(reply, dict) or reply.get("serverToken") != self._token:
-            log.warning("dropped RPC reply with a wrong serverToken")
-            return
-        waiter = self._waiters.get(str(reply.get("id")))
+        opened, reply = found
+        waiter = self._waiters.get(reply["id"])
         if waiter is None or waiter.future.done():
             return
-        node = str(reply.get("serverId"))
+        node = opened.sender
         if "error" in reply:
             waiter.future.set_exception(
                 self._errors.rebuild(str(reply.get("errorType")), str(reply["error"]))
