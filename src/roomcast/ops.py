@@ -23,7 +23,7 @@ Command = Callable[[Store, argparse.Namespace], Coroutine[Any, Any, Any]]
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``rooms``, ``room`` and ``nodes`` to the ``roomcast`` subcommands."""
+    """Add ``rooms``, ``room``, ``nodes`` and ``say`` to the ``roomcast`` subcommands."""
     rooms = commands.add_parser("rooms", parents=[common], help="rooms and their member counts")
     rooms.set_defaults(operation=list_rooms)
     room = commands.add_parser("room", parents=[common], help="one room's members")
@@ -31,6 +31,10 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     room.set_defaults(operation=show_room)
     nodes = commands.add_parser("nodes", parents=[common], help="live nodes")
     nodes.set_defaults(operation=list_nodes)
+    say = commands.add_parser("say", parents=[common], help="broadcast to a room (from 0)")
+    say.add_argument("room", help="the room")
+    say.add_argument("message", help="the message (a string)")
+    say.set_defaults(operation=say_in_room)
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -103,6 +107,24 @@ async def list_nodes(store: Store, args: argparse.Namespace) -> tuple[list[Any],
         members = len(await store.node_memberships(node))
         rows.append({"node": node, "members": members, "lastHeartbeat": _time(beat)})
     return rows, ["node", "members", "lastHeartbeat"]
+
+
+async def say_in_room(store: Store, args: argparse.Namespace) -> tuple[list[Any], list[str]]:
+    from roomcast.emitter import Emitter
+
+    emitter = Emitter(
+        args.redis_url,
+        server_token=args.server_token,
+        key_prefix=args.key_prefix,
+        redis_cluster=args.redis_cluster,
+    )
+    try:
+        if not await store.room_exists(args.room):
+            raise LookupError(f"room does not exist ({args.room})")
+        await emitter.broadcast(args.room, args.message)
+    finally:
+        await emitter.close()
+    return [{"room": args.room, "said": args.message}], ["room", "said"]
 
 
 def _time(ms: Any) -> str | None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
-from cluster_support import Cluster
+from cluster_support import PREFIX, TOKEN, Cluster
 
 from support import free_port
 
@@ -77,9 +77,33 @@ def test_nodes_lists_live_nodes_with_members_and_last_heartbeat(cluster: Cluster
     assert rows["ops-a"]["lastHeartbeat"].startswith("20")
 
 
+def test_say_reaches_members_on_every_node_as_a_message_from_0(cluster: Cluster) -> None:
+    cluster.start("ops-a")
+    cluster.start("ops-b")
+    alice, bob = cluster.client("ops-a"), cluster.client("ops-b")
+    alice.join("ops-say")
+    bob.join("ops-say", create=False)
+    done = roomcast(
+        "say",
+        "ops-say",
+        "maintenance at noon",
+        "--redis-url",
+        cluster.redis_server.url,
+        "--server-token",
+        TOKEN,
+        "--key-prefix",
+        PREFIX,
+    )
+    assert done.returncode == 0, done.stderr
+    for client in (alice, bob):
+        said = client.wait_chat(lambda m: m["room"] == "ops-say")
+        assert said["message"] == "maintenance at noon" and said["from"] == 0
+        assert set(said) == {"message", "room", "from", "context", "sentAt"}
+
+
 def test_every_command_exits_1_with_the_reason_when_redis_is_unreachable() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
-    for command in (["rooms"], ["room", "x"], ["nodes"]):
+    for command in (["rooms"], ["room", "x"], ["nodes"], ["say", "x", "hi"]):
         done = roomcast(*command, "--redis-url", url)
         assert done.returncode == 1, (command, done.stdout, done.stderr)
         assert "Redis unreachable at redis://127.0.0.1:" in done.stderr
