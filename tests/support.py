@@ -65,6 +65,10 @@ class NodeProcess:
     def pid(self) -> int:
         return self.process.pid
 
+    def logged(self, text: str, times: int = 1) -> Callable[[], bool]:
+        """A predicate for :func:`wait_until`: has the node printed ``text`` ``times`` times?"""
+        return lambda: self.log.count(text) >= times
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Send ``sig`` and wait for exit; returns the exit code (kills after ``timeout``)."""
         if self.process.poll() is None:

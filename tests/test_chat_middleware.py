@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
-from roomcast import ChatMiddleware
+from roomcast import Api, ChatMiddleware, Connection
 from roomcast.dispatch import answer
 from roomcast.protocol.requests import VerbRequest
 from roomcast.testing import TestConnection, TestNode
@@ -25,6 +26,9 @@ async def joined(node: TestNode, room: str = "lobby") -> TestConnection:
     return connection
 
 
+Payload = dict[str, Any]
+
+
 class Refused(Exception):
     pass
 
@@ -32,7 +36,7 @@ class Refused(Exception):
 # order and registration -----------------------------------------------------------------
 
 
-async def test_lower_priority_runs_first(node):
+async def test_lower_priority_runs_first(node: TestNode) -> None:
     calls: list[str] = []
     chat = node.api.chat_room
     for name, priority in (("late", 200), ("early", 10), ("mid", 100)):
@@ -43,7 +47,7 @@ async def test_lower_priority_runs_first(node):
     assert calls == ["early", "mid", "late"]
 
 
-async def test_equal_priorities_keep_insertion_order(node):
+async def test_equal_priorities_keep_insertion_order(node: TestNode) -> None:
     calls: list[str] = []
     chat = node.api.chat_room
     for name in ("first", "second", "third"):
@@ -54,7 +58,7 @@ async def test_equal_priorities_keep_insertion_order(node):
     assert calls == ["first", "second", "third"]
 
 
-async def test_re_adding_a_name_replaces_the_middleware(node):
+async def test_re_adding_a_name_replaces_the_middleware(node: TestNode) -> None:
     calls: list[str] = []
     chat = node.api.chat_room
     chat.add_middleware(ChatMiddleware("guard", join=lambda c, r: calls.append("old")))
@@ -63,7 +67,7 @@ async def test_re_adding_a_name_replaces_the_middleware(node):
     assert calls == ["new"]
 
 
-async def test_re_adding_a_name_takes_the_new_priority(node):
+async def test_re_adding_a_name_takes_the_new_priority(node: TestNode) -> None:
     calls: list[str] = []
     chat = node.api.chat_room
     chat.add_middleware(ChatMiddleware("a", priority=1, join=lambda c, r: calls.append("a")))
@@ -73,7 +77,7 @@ async def test_re_adding_a_name_takes_the_new_priority(node):
     assert calls == ["b", "a"]
 
 
-async def test_remove_middleware_takes_one_out(node):
+async def test_remove_middleware_takes_one_out(node: TestNode) -> None:
     calls: list[str] = []
     chat = node.api.chat_room
     chat.add_middleware(ChatMiddleware("keep", join=lambda c, r: calls.append("keep")))
@@ -83,12 +87,12 @@ async def test_remove_middleware_takes_one_out(node):
     assert calls == ["keep"]
 
 
-async def test_remove_middleware_of_an_unknown_name_is_harmless(node):
+async def test_remove_middleware_of_an_unknown_name_is_harmless(node: TestNode) -> None:
     node.api.chat_room.remove_middleware("never-added")
     assert (await joined(node)).rooms == ["lobby"]
 
 
-async def test_middleware_with_no_hooks_changes_nothing(node):
+async def test_middleware_with_no_hooks_changes_nothing(node: TestNode) -> None:
     node.api.chat_room.add_middleware(ChatMiddleware("empty"))
     alice = await joined(node)
     await node.api.chat_room.broadcast(alice, "lobby", "hi")
@@ -98,15 +102,15 @@ async def test_middleware_with_no_hooks_changes_nothing(node):
 # join / leave ---------------------------------------------------------------------------
 
 
-async def test_join_hook_receives_the_connection_and_room(node):
+async def test_join_hook_receives_the_connection_and_room(node: TestNode) -> None:
     seen = []
     node.api.chat_room.add_middleware(ChatMiddleware("spy", join=lambda c, r: seen.append((c, r))))
     alice = await joined(node)
     assert seen == [(alice, "lobby")]
 
 
-async def test_join_refused_by_raising_raises_that_error_to_the_caller(node):
-    def join(connection, room):
+async def test_join_refused_by_raising_raises_that_error_to_the_caller(node: TestNode) -> None:
+    def join(connection: Connection, room: str) -> None:
         raise Refused("members only")
 
     node.api.chat_room.add_middleware(ChatMiddleware("bouncer", join=join))
@@ -117,8 +121,8 @@ async def test_join_refused_by_raising_raises_that_error_to_the_caller(node):
     assert (await node.api.chat_room.room_status("lobby"))["membersCount"] == 0
 
 
-async def test_join_refusal_text_is_the_roomadd_wire_status(node):
-    async def join(connection, room):
+async def test_join_refusal_text_is_the_roomadd_wire_status(node: TestNode) -> None:
+    async def join(connection: Connection, room: str) -> None:
         raise Refused("members only")
 
     node.api.chat_room.add_middleware(ChatMiddleware("bouncer", join=join))
@@ -132,10 +136,10 @@ async def test_join_refusal_text_is_the_roomadd_wire_status(node):
     }
 
 
-async def test_join_refusal_stops_later_join_hooks(node):
+async def test_join_refusal_stops_later_join_hooks(node: TestNode) -> None:
     calls: list[str] = []
 
-    def refuse(connection, room):
+    def refuse(connection: Connection, room: str) -> None:
         raise Refused("no")
 
     chat = node.api.chat_room
@@ -147,8 +151,8 @@ async def test_join_refusal_stops_later_join_hooks(node):
     assert calls == []
 
 
-async def test_leave_refused_by_raising_keeps_the_member(node):
-    async def leave(connection, room):
+async def test_leave_refused_by_raising_keeps_the_member(node: TestNode) -> None:
+    async def leave(connection: Connection, room: str) -> None:
         raise Refused("you may not leave")
 
     alice = await joined(node)
@@ -159,8 +163,8 @@ async def test_leave_refused_by_raising_keeps_the_member(node):
     assert (await node.api.chat_room.room_status("lobby"))["membersCount"] == 1
 
 
-async def test_leave_refusal_text_is_the_roomleave_wire_status(node):
-    def leave(connection, room):
+async def test_leave_refusal_text_is_the_roomleave_wire_status(node: TestNode) -> None:
+    def leave(connection: Connection, room: str) -> None:
         raise Refused("you may not leave")
 
     alice = await joined(node)
@@ -174,10 +178,10 @@ async def test_leave_refusal_text_is_the_roomleave_wire_status(node):
     }
 
 
-async def test_leave_hook_runs_when_a_connection_closes_but_cannot_keep_it(node):
+async def test_leave_hook_runs_when_a_connection_closes_but_cannot_keep_it(node: TestNode) -> None:
     seen = []
 
-    def leave(connection, room):
+    def leave(connection: Connection, room: str) -> None:
         seen.append(room)
         raise Refused("stay")
 
@@ -191,8 +195,10 @@ async def test_leave_hook_runs_when_a_connection_closes_but_cannot_keep_it(node)
 # on_say_receive -------------------------------------------------------------------------
 
 
-async def test_on_say_receive_returning_a_new_payload_changes_what_everyone_gets(node):
-    def censor(connection, room, payload):
+async def test_on_say_receive_returning_a_new_payload_changes_what_everyone_gets(
+    node: TestNode,
+) -> None:
+    def censor(connection: Connection, room: str, payload: Payload) -> Payload:
         return {**payload, "message": payload["message"].replace("darn", "****")}
 
     node.api.chat_room.add_middleware(ChatMiddleware("censor", on_say_receive=censor))
@@ -203,8 +209,8 @@ async def test_on_say_receive_returning_a_new_payload_changes_what_everyone_gets
     assert bob.chat_messages()[-1]["message"] == "oh ****"
 
 
-async def test_on_say_receive_returning_none_keeps_its_mutations(node):
-    def stamp(connection, room, payload):
+async def test_on_say_receive_returning_none_keeps_its_mutations(node: TestNode) -> None:
+    def stamp(connection: Connection, room: str, payload: Payload) -> None:
         payload["stamped"] = True
 
     node.api.chat_room.add_middleware(ChatMiddleware("stamp", on_say_receive=stamp))
@@ -215,8 +221,10 @@ async def test_on_say_receive_returning_none_keeps_its_mutations(node):
     assert bob.chat_messages()[-1]["message"] == "hi"
 
 
-async def test_on_say_receive_raising_stops_the_broadcast_and_the_sender_gets_the_error(node):
-    async def gag(connection, room, payload):
+async def test_on_say_receive_raising_stops_the_broadcast_and_the_sender_gets_the_error(
+    node: TestNode,
+) -> None:
+    async def gag(connection: Connection, room: str, payload: Payload) -> None:
         raise Refused("you are muted")
 
     node.api.chat_room.add_middleware(ChatMiddleware("gag", on_say_receive=gag))
@@ -228,8 +236,8 @@ async def test_on_say_receive_raising_stops_the_broadcast_and_the_sender_gets_th
     assert bob.chat_messages() == []
 
 
-async def test_on_say_receive_error_is_the_say_wire_status(node):
-    def gag(connection, room, payload):
+async def test_on_say_receive_error_is_the_say_wire_status(node: TestNode) -> None:
+    def gag(connection: Connection, room: str, payload: Payload) -> None:
         raise Refused("you are muted")
 
     node.api.chat_room.add_middleware(ChatMiddleware("gag", on_say_receive=gag))
@@ -243,7 +251,7 @@ async def test_on_say_receive_error_is_the_say_wire_status(node):
     }
 
 
-async def test_on_say_receive_runs_once_per_message_with_the_sender(node):
+async def test_on_say_receive_runs_once_per_message_with_the_sender(node: TestNode) -> None:
     seen = []
     node.api.chat_room.add_middleware(
         ChatMiddleware("spy", on_say_receive=lambda c, r, p: seen.append((c, r, p["message"])))
@@ -255,7 +263,7 @@ async def test_on_say_receive_runs_once_per_message_with_the_sender(node):
     assert seen == [(alice, "lobby", "hi")]
 
 
-async def test_on_say_receive_hooks_chain_in_priority_order(node):
+async def test_on_say_receive_hooks_chain_in_priority_order(node: TestNode) -> None:
     chat = node.api.chat_room
     chat.add_middleware(
         ChatMiddleware(
@@ -277,7 +285,7 @@ async def test_on_say_receive_hooks_chain_in_priority_order(node):
 # say (per recipient) --------------------------------------------------------------------
 
 
-async def test_say_runs_once_per_recipient_with_that_recipient(node):
+async def test_say_runs_once_per_recipient_with_that_recipient(node: TestNode) -> None:
     seen = []
     node.api.chat_room.add_middleware(ChatMiddleware("spy", say=lambda c, r, p: seen.append(c.id)))
     alice = await joined(node)
@@ -286,11 +294,11 @@ async def test_say_runs_once_per_recipient_with_that_recipient(node):
     assert sorted(seen) == sorted([alice.id, bob.id])
 
 
-async def test_say_raising_skips_only_that_recipient(node):
+async def test_say_raising_skips_only_that_recipient(node: TestNode) -> None:
     alice = await joined(node)
     bob = await joined(node)
 
-    def block_bob(connection, room, payload):
+    def block_bob(connection: Connection, room: str, payload: Payload) -> None:
         if connection is bob:
             raise Refused("bob is deaf")
 
@@ -300,7 +308,7 @@ async def test_say_raising_skips_only_that_recipient(node):
     assert bob.chat_messages() == []
 
 
-async def test_say_returning_false_skips_only_that_recipient(node):
+async def test_say_returning_false_skips_only_that_recipient(node: TestNode) -> None:
     alice = await joined(node)
     bob = await joined(node)
     node.api.chat_room.add_middleware(
@@ -311,11 +319,13 @@ async def test_say_returning_false_skips_only_that_recipient(node):
     assert [m["message"] for m in bob.chat_messages()] == ["hi"]
 
 
-async def test_say_returning_a_new_payload_changes_only_that_recipient_s_copy(node):
+async def test_say_returning_a_new_payload_changes_only_that_recipient_s_copy(
+    node: TestNode,
+) -> None:
     alice = await joined(node)
     bob = await joined(node)
 
-    async def personalise(connection, room, payload):
+    async def personalise(connection: Connection, room: str, payload: Payload) -> Payload | None:
         if connection is bob:
             return {**payload, "message": "psst bob: " + payload["message"]}
         return None
@@ -326,11 +336,13 @@ async def test_say_returning_a_new_payload_changes_only_that_recipient_s_copy(no
     assert bob.chat_messages()[-1]["message"] == "psst bob: hi"
 
 
-async def test_say_mutating_the_payload_in_place_changes_only_that_recipient_s_copy(node):
+async def test_say_mutating_the_payload_in_place_changes_only_that_recipient_s_copy(
+    node: TestNode,
+) -> None:
     alice = await joined(node)
     bob = await joined(node)
 
-    def tag(connection, room, payload):
+    def tag(connection: Connection, room: str, payload: Payload) -> None:
         if connection is alice:
             payload["note"] = "for alice"
 
@@ -340,7 +352,7 @@ async def test_say_mutating_the_payload_in_place_changes_only_that_recipient_s_c
     assert "note" not in bob.chat_messages()[-1]
 
 
-async def test_say_hooks_see_earlier_hooks_changes_for_the_same_recipient(node):
+async def test_say_hooks_see_earlier_hooks_changes_for_the_same_recipient(node: TestNode) -> None:
     chat = node.api.chat_room
     chat.add_middleware(
         ChatMiddleware("b", priority=2, say=lambda c, r, p: {**p, "message": p["message"] + "b"})
@@ -353,7 +365,7 @@ async def test_say_hooks_see_earlier_hooks_changes_for_the_same_recipient(node):
     assert alice.chat_messages()[-1]["message"] == "xab"
 
 
-async def test_say_applies_to_mock_broadcasts_too(node):
+async def test_say_applies_to_mock_broadcasts_too(node: TestNode) -> None:
     alice = await joined(node)
     node.api.chat_room.add_middleware(ChatMiddleware("drop-all", say=lambda c, r, p: False))
     await node.api.chat_room.broadcast({}, "lobby", "hi")
@@ -363,20 +375,20 @@ async def test_say_applies_to_mock_broadcasts_too(node):
 # sync and async hooks -------------------------------------------------------------------
 
 
-async def test_async_and_sync_hooks_of_all_four_kinds_work_together(node):
+async def test_async_and_sync_hooks_of_all_four_kinds_work_together(node: TestNode) -> None:
     calls: list[str] = []
 
-    async def join(connection, room):
+    async def join(connection: Connection, room: str) -> None:
         calls.append("join")
 
-    def leave(connection, room):
+    def leave(connection: Connection, room: str) -> None:
         calls.append("leave")
 
-    async def on_say_receive(connection, room, payload):
+    async def on_say_receive(connection: Connection, room: str, payload: Payload) -> Payload:
         calls.append("on_say_receive")
         return {**payload, "message": "[" + payload["message"] + "]"}
 
-    def say(connection, room, payload):
+    def say(connection: Connection, room: str, payload: Payload) -> None:
         calls.append("say")
 
     node.api.chat_room.add_middleware(
@@ -395,11 +407,11 @@ async def test_async_and_sync_hooks_of_all_four_kinds_work_together(node):
 class FrameRecorder(TestConnection):
     """Keeps the frame objects it is handed, to see whether members share one."""
 
-    def __init__(self, api, **kwargs):
+    def __init__(self, api: Api, **kwargs: Any) -> None:
         super().__init__(api, **kwargs)
         self.frames: list[object] = []
 
-    def write_frame(self, frame):
+    def write_frame(self, frame: Any) -> None:
         self.frames.append(frame)
         super().write_frame(frame)
 
@@ -414,13 +426,15 @@ async def recorders(node: TestNode, count: int) -> list[FrameRecorder]:
     return members
 
 
-async def test_without_say_middleware_every_member_gets_the_same_encoded_frame(node):
+async def test_without_say_middleware_every_member_gets_the_same_encoded_frame(
+    node: TestNode,
+) -> None:
     members = await recorders(node, 3)
     await node.api.chat_room.broadcast({}, "lobby", "hi")
     assert members[0].frames[0] is members[1].frames[0] is members[2].frames[0]
 
 
-async def test_say_middleware_that_changes_nothing_keeps_one_shared_frame(node):
+async def test_say_middleware_that_changes_nothing_keeps_one_shared_frame(node: TestNode) -> None:
     node.api.chat_room.add_middleware(ChatMiddleware("noop", say=lambda c, r, p: None))
     members = await recorders(node, 3)
     await node.api.chat_room.broadcast({}, "lobby", "hi")

@@ -30,7 +30,7 @@ def clean_env() -> dict[str, str]:
 # defaults -------------------------------------------------------------------------------
 
 
-def test_defaults_match_the_spec():
+def test_defaults_match_the_spec() -> None:
     config = load_config({}, env=NO_ENV)
     assert (config.bind, config.socket_port, config.web_port) == ("127.0.0.1", 5000, 8080)
     assert config.redis_url is None and config.pubsub_url is None
@@ -47,40 +47,40 @@ def test_defaults_match_the_spec():
     assert config.cluster.presence_ttl == 15.0
 
 
-def test_default_id_is_hostname_and_pid():
+def test_default_id_is_hostname_and_pid() -> None:
     assert load_config({}, env=NO_ENV).id == f"{socket.gethostname()}-{os.getpid()}"
 
 
 # precedence -----------------------------------------------------------------------------
 
 
-def test_file_overrides_default(tmp_path):
+def test_file_overrides_default(tmp_path: Path) -> None:
     file = write_toml(tmp_path / "c.toml", 'id = "from-file"\nsocket_port = 6001\n')
     config = load_config({}, env=NO_ENV, config_file=file)
     assert (config.id, config.socket_port) == ("from-file", 6001)
 
 
-def test_env_overrides_file(tmp_path):
+def test_env_overrides_file(tmp_path: Path) -> None:
     file = write_toml(tmp_path / "c.toml", 'id = "from-file"\nsocket_port = 6001\n')
     env = {"ROOMCAST_ID": "from-env", "ROOMCAST_SOCKET_PORT": "6002"}
     config = load_config({}, env=env, config_file=file)
     assert (config.id, config.socket_port) == ("from-env", 6002)
 
 
-def test_flag_overrides_env(tmp_path):
+def test_flag_overrides_env(tmp_path: Path) -> None:
     file = write_toml(tmp_path / "c.toml", 'id = "from-file"\n')
     config = load_config({"id": "from-flag"}, env={"ROOMCAST_ID": "from-env"}, config_file=file)
     assert config.id == "from-flag"
 
 
-def test_unset_flag_does_not_override(tmp_path):
+def test_unset_flag_does_not_override(tmp_path: Path) -> None:
     config = load_config(
         {"id": None, "socket_port": None}, env={"ROOMCAST_ID": "from-env"}, config_file=None
     )
     assert (config.id, config.socket_port) == ("from-env", 5000)
 
 
-def test_each_layer_fills_only_what_it_sets(tmp_path):
+def test_each_layer_fills_only_what_it_sets(tmp_path: Path) -> None:
     file = write_toml(tmp_path / "c.toml", 'bind = "0.0.0.0"\nweb_port = 7001\n')
     config = load_config(
         {"web_port": 7003}, env={"ROOMCAST_SERVER_TOKEN": "s3cret"}, config_file=file
@@ -89,17 +89,17 @@ def test_each_layer_fills_only_what_it_sets(tmp_path):
     assert config.socket_port == 5000
 
 
-def test_env_numbers_are_coerced_to_int():
+def test_env_numbers_are_coerced_to_int() -> None:
     config = load_config({}, env={"ROOMCAST_SOCKET_PORT": "0", "ROOMCAST_WEB_PORT": "9"})
     assert (config.socket_port, config.web_port) == (0, 9)
 
 
-def test_env_actions_split_on_the_path_separator():
+def test_env_actions_split_on_the_path_separator() -> None:
     env = {"ROOMCAST_ACTIONS": os.pathsep.join(["one", "two"])}
     assert load_config({}, env=env).actions == ["one", "two"]
 
 
-def test_every_flag_has_an_env_variable(tmp_path):
+def test_every_flag_has_an_env_variable(tmp_path: Path) -> None:
     # The certificate and key must be real: they are checked when the settings load.
     issued = trustme.CA().issue_cert("127.0.0.1")
     cert, key = str(tmp_path / "c.pem"), str(tmp_path / "k.pem")
@@ -136,7 +136,7 @@ def test_every_flag_has_an_env_variable(tmp_path):
     )
 
 
-def test_roomcast_config_env_names_the_file(tmp_path):
+def test_roomcast_config_env_names_the_file(tmp_path: Path) -> None:
     file = write_toml(tmp_path / "c.toml", 'id = "via-env-file"\n')
     assert load_config({}, env={"ROOMCAST_CONFIG": str(file)}).id == "via-env-file"
 
@@ -144,7 +144,7 @@ def test_roomcast_config_env_names_the_file(tmp_path):
 # the TOML file --------------------------------------------------------------------------
 
 
-def test_tables_set_the_other_settings(tmp_path):
+def test_tables_set_the_other_settings(tmp_path: Path) -> None:
     file = write_toml(
         tmp_path / "c.toml",
         textwrap_toml(
@@ -163,25 +163,25 @@ def test_tables_set_the_other_settings(tmp_path):
     assert config.cluster.key_prefix == "x:"
 
 
-def test_a_table_keeps_defaults_for_what_it_omits(tmp_path):
+def test_a_table_keeps_defaults_for_what_it_omits(tmp_path: Path) -> None:
     file = write_toml(tmp_path / "c.toml", "[socket]\nmax_data_length = 64\n")
     config = load_config({}, env=NO_ENV, config_file=file)
     assert config.socket.welcome == "Hello! Welcome to the roomcast api"
 
 
-def test_unknown_top_level_key_is_an_error(tmp_path):
+def test_unknown_top_level_key_is_an_error(tmp_path: Path) -> None:
     file = write_toml(tmp_path / "c.toml", "colour = 1\n")
     with pytest.raises(ConfigError, match="colour"):
         load_config({}, env=NO_ENV, config_file=file)
 
 
-def test_unknown_key_in_a_table_is_an_error(tmp_path):
+def test_unknown_key_in_a_table_is_an_error(tmp_path: Path) -> None:
     file = write_toml(tmp_path / "c.toml", "[socket]\ncolour = 1\n")
     with pytest.raises(ConfigError, match=r"unknown setting\(s\) in \[socket\]: colour"):
         load_config({}, env=NO_ENV, config_file=file)
 
 
-def test_non_numeric_port_is_an_error():
+def test_non_numeric_port_is_an_error() -> None:
     with pytest.raises(ConfigError, match="socket_port must be a number"):
         load_config({}, env={"ROOMCAST_SOCKET_PORT": "lots"})
 
@@ -199,13 +199,15 @@ def test_non_numeric_port_is_an_error():
         ('[chat]\nstarting_chat_rooms = "lobby"\n', r"must be a list of strings"),
     ],
 )
-def test_a_section_value_of_the_wrong_kind_is_refused(tmp_path, toml, message):
+def test_a_section_value_of_the_wrong_kind_is_refused(
+    tmp_path: Path, toml: str, message: str
+) -> None:
     file = write_toml(tmp_path / "c.toml", toml)
     with pytest.raises(ConfigError, match=message):
         load_config({}, env=NO_ENV, config_file=file)
 
 
-def test_a_zero_heartbeat_turns_pings_off(tmp_path):
+def test_a_zero_heartbeat_turns_pings_off(tmp_path: Path) -> None:
     file = write_toml(tmp_path / "c.toml", "[web]\nheartbeat = 0\n")
     assert load_config({}, env=NO_ENV, config_file=file).web.heartbeat == 0
 
@@ -221,37 +223,37 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=30, env=clean_env())
 
 
-def test_roomcast_version_prints_the_version():
+def test_roomcast_version_prints_the_version() -> None:
     script = Path(sys.executable).parent / "roomcast"
     result = run_cli(str(script), "--version")
     assert (result.returncode, result.stdout) == (0, f"roomcast {roomcast.__version__}\n")
 
 
-def test_python_m_roomcast_version_prints_the_version():
+def test_python_m_roomcast_version_prints_the_version() -> None:
     result = run_cli(sys.executable, "-m", "roomcast", "--version")
     assert (result.returncode, result.stdout) == (0, f"roomcast {roomcast.__version__}\n")
 
 
-def test_version_is_the_distribution_version():
+def test_version_is_the_distribution_version() -> None:
     from importlib.metadata import version
 
     assert roomcast.__version__ == version("roomcast")
 
 
-def test_no_command_prints_help_and_exits_2():
+def test_no_command_prints_help_and_exits_2() -> None:
     result = run_cli(sys.executable, "-m", "roomcast")
     assert result.returncode == 2
     assert "start" in result.stdout
 
 
-def test_bad_config_file_exits_2_with_the_reason(tmp_path):
+def test_bad_config_file_exits_2_with_the_reason(tmp_path: Path) -> None:
     file = write_toml(tmp_path / "c.toml", "colour = 1\n")
     result = run_cli(sys.executable, "-m", "roomcast", "start", "--config", str(file))
     assert result.returncode == 2
     assert result.stderr.startswith("roomcast: unknown setting 'colour'")
 
 
-def test_start_applies_flag_over_env_over_file(tmp_path):
+def test_start_applies_flag_over_env_over_file(tmp_path: Path) -> None:
     file_port, env_port = free_port(), free_port()
     file = write_toml(
         tmp_path / "c.toml",

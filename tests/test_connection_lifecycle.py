@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from roomcast import ConnectionMiddleware, ConnectionNotFound, ConnectionRefused, ConnectionState
+from roomcast import (
+    Connection,
+    ConnectionMiddleware,
+    ConnectionNotFound,
+    ConnectionRefused,
+    ConnectionState,
+)
 from roomcast.chat.middleware import ChatMiddleware
 from roomcast.testing import TestConnection, TestNode
 from support import LineClient, running_node
@@ -27,7 +33,7 @@ async def test_a_new_connection_is_connecting_until_registered(node: TestNode) -
     assert connection.state is ConnectionState.CONNECTING
     assert connection.id not in node.api.connections
     await node.api.connections.register(connection)
-    assert connection.state is ConnectionState.OPEN
+    assert connection.open
     assert node.api.connections.get(connection.id) is connection
 
 
@@ -68,7 +74,7 @@ async def test_create_middleware_runs_before_the_connection_is_registered(
 ) -> None:
     seen: list[bool] = []
 
-    def create(connection: TestConnection) -> None:
+    def create(connection: Connection) -> None:
         seen.append(connection.id in node.api.connections)
 
     node.api.connections.add_middleware(ConnectionMiddleware("probe", create=create))
@@ -80,7 +86,7 @@ async def test_create_middleware_runs_before_the_connection_is_registered(
 async def test_a_connection_refused_by_create_middleware_is_never_registered(
     node: TestNode,
 ) -> None:
-    def create(connection: TestConnection) -> None:
+    def create(connection: Connection) -> None:
         raise PermissionError("no entry")
 
     node.api.connections.add_middleware(ConnectionMiddleware("bouncer", create=create))
@@ -99,7 +105,7 @@ async def test_a_client_gone_during_create_middleware_runs_destroy_and_is_not_re
     release = asyncio.Event()
     destroyed: list[str] = []
 
-    async def create(connection: TestConnection) -> None:
+    async def create(connection: Connection) -> None:
         entered.set()
         await release.wait()
 

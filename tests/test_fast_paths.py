@@ -34,7 +34,7 @@ async def store() -> AsyncIterator[Store]:
 # ids ----------------------------------------------------------------------------------------
 
 
-def test_new_ids_are_distinct_uuid4_strings():
+def test_new_ids_are_distinct_uuid4_strings() -> None:
     ids = [new_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)
     for text in ids:
@@ -46,13 +46,15 @@ def test_new_ids_are_distinct_uuid4_strings():
 # registration without a task ----------------------------------------------------------------
 
 
-async def test_register_now_tracks_a_connection_when_no_create_middleware_runs(node):
+async def test_register_now_tracks_a_connection_when_no_create_middleware_runs(
+    node: TestNode,
+) -> None:
     connection = TestConnection(node.api)
     assert node.api.connections.register_now(connection) is True
     assert node.api.connections.get(connection.id) is connection
 
 
-async def test_register_now_leaves_create_middleware_to_register(node):
+async def test_register_now_leaves_create_middleware_to_register(node: TestNode) -> None:
     node.api.connections.add_middleware(ConnectionMiddleware("m", create=lambda c: None))
     connection = TestConnection(node.api)
     assert node.api.connections.register_now(connection) is False
@@ -62,7 +64,7 @@ async def test_register_now_leaves_create_middleware_to_register(node):
 # batched membership writes ------------------------------------------------------------------
 
 
-async def test_joins_and_leaves_of_one_tick_are_stored_in_their_order(store):
+async def test_joins_and_leaves_of_one_tick_are_stored_in_their_order(store: Store) -> None:
     await asyncio.gather(
         store.add_member("r", "a", "n1", {"id": "a"}),
         store.add_member("r", "b", "n1", {"id": "b"}),
@@ -76,7 +78,9 @@ async def test_joins_and_leaves_of_one_tick_are_stored_in_their_order(store):
     assert await store.node_memberships("n1") == {("a", "r"), ("b", "other")}
 
 
-async def test_an_error_reply_reaches_every_writer_of_its_batch_and_later_batches_work(store):
+async def test_an_error_reply_reaches_every_writer_of_its_batch_and_later_batches_work(
+    store: Store,
+) -> None:
     await store.redis.set(store.keys.members("broken"), "not a hash")
     results = await asyncio.gather(
         store.add_member("broken", "a", "n1", {"id": "a"}),
@@ -88,7 +92,7 @@ async def test_an_error_reply_reaches_every_writer_of_its_batch_and_later_batche
     assert await store.room_members("fine") == {"b": {"id": "b"}, "c": {"id": "c"}}
 
 
-async def test_a_cancelled_writer_does_not_cancel_the_others_of_its_batch(store):
+async def test_a_cancelled_writer_does_not_cancel_the_others_of_its_batch(store: Store) -> None:
     cancelled = asyncio.ensure_future(store.add_member("r", "a", "n1", {"id": "a"}))
     kept = asyncio.ensure_future(store.add_member("r", "b", "n1", {"id": "b"}))
     await asyncio.sleep(0)
@@ -97,7 +101,9 @@ async def test_a_cancelled_writer_does_not_cancel_the_others_of_its_batch(store)
     assert "b" in await store.room_members("r")
 
 
-async def test_a_burst_of_joins_is_visible_to_room_status_as_each_join_returns(node):
+async def test_a_burst_of_joins_is_visible_to_room_status_as_each_join_returns(
+    node: TestNode,
+) -> None:
     connections = [await node.connect() for _ in range(50)]
 
     async def join_then_look(connection: TestConnection) -> set[str]:
@@ -145,7 +151,7 @@ def stream(node: TestNode, transport: Any, limit: int = 1000) -> LineConnection:
     return LineConnection(node.api, transport, "127.0.0.1", 1, limit)
 
 
-async def test_frames_of_one_tick_leave_in_one_write_in_order(node):
+async def test_frames_of_one_tick_leave_in_one_write_in_order(node: TestNode) -> None:
     transport = FakeTransport()
     connection = stream(node, transport)
     for text in (b"a", b"b", b"c"):
@@ -158,7 +164,9 @@ async def test_frames_of_one_tick_leave_in_one_write_in_order(node):
     assert transport.writes == [b"a\nb\nc\n", b"d"]
 
 
-async def test_a_flush_within_the_tick_writes_at_once_and_later_frames_follow(node):
+async def test_a_flush_within_the_tick_writes_at_once_and_later_frames_follow(
+    node: TestNode,
+) -> None:
     transport = FakeTransport()
     connection = stream(node, transport)
     connection.write_frame(b"1")
@@ -170,7 +178,7 @@ async def test_a_flush_within_the_tick_writes_at_once_and_later_frames_follow(no
     assert transport.writes == [b"12", b"3"]
 
 
-async def test_nothing_is_written_to_a_closing_transport(node):
+async def test_nothing_is_written_to_a_closing_transport(node: TestNode) -> None:
     transport = FakeTransport(closing=True)
     connection = stream(node, transport)
     connection.write_frame(b"x")
@@ -178,7 +186,9 @@ async def test_nothing_is_written_to_a_closing_transport(node):
     assert transport.writes == []
 
 
-async def test_a_client_over_its_send_limit_is_aborted_with_a_warning(node, caplog):
+async def test_a_client_over_its_send_limit_is_aborted_with_a_warning(
+    node: TestNode, caplog: pytest.LogCaptureFixture
+) -> None:
     transport = FakeTransport(unsent=5000)
     connection = stream(node, transport, limit=4096)
     with caplog.at_level(logging.WARNING, logger="roomcast.servers"):
@@ -188,7 +198,7 @@ async def test_a_client_over_its_send_limit_is_aborted_with_a_warning(node, capl
     assert f"disconnecting {connection.id}" in caplog.text
 
 
-async def test_one_tick_of_many_members_writes_each_member_once(node):
+async def test_one_tick_of_many_members_writes_each_member_once(node: TestNode) -> None:
     transports = [FakeTransport() for _ in range(5)]
     members = [stream(node, t) for t in transports]
     for member in members:
@@ -202,17 +212,16 @@ async def test_one_tick_of_many_members_writes_each_member_once(node):
 # no self-talk on the embedded store ---------------------------------------------------------
 
 
-async def test_a_say_on_the_embedded_store_is_delivered_without_publishing(node):
+async def test_a_say_on_the_embedded_store_is_delivered_without_publishing(node: TestNode) -> None:
     api = node.api
     room = "quiet-room"
     await api.chat_room.add(room)
-    listener = api.redis.pubsub()
-    await listener.subscribe(api.cluster.keys.room_channel(room))
-    await listener.get_message(timeout=1.0)  # the subscribe confirmation
-    member = await node.connect()
-    await api.chat_room.add_member(member.id, room)
-    await api.chat_room.broadcast({}, room, "hello")
-    said = await member.wait_for(lambda m: isinstance(m, dict) and m.get("message") == "hello")
-    assert said["room"] == room
-    assert await listener.get_message(timeout=0.3) is None  # nothing went to the channel
-    await listener.aclose()
+    async with api.redis.pubsub() as listener:
+        await listener.subscribe(api.cluster.keys.room_channel(room))
+        await listener.get_message(timeout=1.0)  # the subscribe confirmation
+        member = await node.connect()
+        await api.chat_room.add_member(member.id, room)
+        await api.chat_room.broadcast({}, room, "hello")
+        said = await member.wait_for(lambda m: isinstance(m, dict) and m.get("message") == "hello")
+        assert said["room"] == room
+        assert await listener.get_message(timeout=0.3) is None  # nothing went to the channel

@@ -9,6 +9,7 @@ import socket
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,7 +73,7 @@ def exit_code(node: NodeProcess, timeout: float = 15.0) -> int:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_says_bye_to_socket_clients_and_exits_0(sig):
+def test_signal_says_bye_to_socket_clients_and_exits_0(sig: signal.Signals) -> None:
     node = start_node(web_port=0)
     client = connected(node)
     try:
@@ -87,7 +88,7 @@ def test_signal_says_bye_to_socket_clients_and_exits_0(sig):
         node.stop()
 
 
-def test_pending_action_finishes_and_is_answered_before_bye(actions_dir):
+def test_pending_action_finishes_and_is_answered_before_bye(actions_dir: Path) -> None:
     node = start_slow_node(actions_dir)
     client = connected(node)
     try:
@@ -102,7 +103,7 @@ def test_pending_action_finishes_and_is_answered_before_bye(actions_dir):
         node.stop()
 
 
-def test_actions_requested_during_shutdown_are_refused(actions_dir):
+def test_actions_requested_during_shutdown_are_refused(actions_dir: Path) -> None:
     node = start_slow_node(actions_dir)
     client = connected(node)
     try:
@@ -124,7 +125,7 @@ def test_actions_requested_during_shutdown_are_refused(actions_dir):
         node.stop()
 
 
-def test_new_connections_are_refused_once_shutdown_begins(actions_dir):
+def test_new_connections_are_refused_once_shutdown_begins(actions_dir: Path) -> None:
     node = start_slow_node(actions_dir)
     client = connected(node)
     try:
@@ -141,7 +142,9 @@ def test_new_connections_are_refused_once_shutdown_begins(actions_dir):
         node.stop()
 
 
-def test_shutdown_waits_for_pending_actions_only_up_to_its_bound(actions_dir, tmp_path):
+def test_shutdown_waits_for_pending_actions_only_up_to_its_bound(
+    actions_dir: Path, tmp_path: Path
+) -> None:
     config = tmp_path / "roomcast.toml"
     config.write_text("shutdown_timeout = 0.5\n")
     node = start_slow_node(actions_dir, "--config", str(config))
@@ -160,11 +163,11 @@ def test_shutdown_waits_for_pending_actions_only_up_to_its_bound(actions_dir, tm
         node.stop()
 
 
-async def test_stop_removes_every_connection_from_its_rooms():
+async def test_stop_removes_every_connection_from_its_rooms() -> None:
     node = TestNode()
     api = node.api
     left: list[tuple[str, str]] = []
-    snapshot: dict[str, dict[str, object]] = {}
+    snapshot: dict[str, dict[str, dict[str, Any]]] = {}
     real_cluster_stop = api.cluster.stop
 
     async def cluster_stop() -> None:  # look at the store just before it is closed

@@ -83,7 +83,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 # refusals at start, end to end ----------------------------------------------------------
 
 
-def test_tls_cert_without_tls_key_stops_start(tls_files):
+def test_tls_cert_without_tls_key_stops_start(tls_files: tuple[Path, Path]) -> None:
     result = roomcast_start("--tls-cert", str(tls_files[0]))
     assert (result.returncode, result.stderr) == (
         2,
@@ -91,7 +91,7 @@ def test_tls_cert_without_tls_key_stops_start(tls_files):
     )
 
 
-def test_tls_key_without_tls_cert_stops_start(tls_files):
+def test_tls_key_without_tls_cert_stops_start(tls_files: tuple[Path, Path]) -> None:
     result = roomcast_start("--tls-key", str(tls_files[1]))
     assert (result.returncode, result.stderr) == (
         2,
@@ -99,7 +99,7 @@ def test_tls_key_without_tls_cert_stops_start(tls_files):
     )
 
 
-def test_unknown_log_level_stops_start():
+def test_unknown_log_level_stops_start() -> None:
     result = roomcast_start("--log-level", "verbose")
     assert (result.returncode, result.stderr) == (
         2,
@@ -108,7 +108,7 @@ def test_unknown_log_level_stops_start():
     )
 
 
-def test_redis_url_with_another_scheme_stops_start():
+def test_redis_url_with_another_scheme_stops_start() -> None:
     result = roomcast_start("--redis-url", "http://127.0.0.1:6379/0")
     assert (result.returncode, result.stderr) == (
         2,
@@ -116,7 +116,7 @@ def test_redis_url_with_another_scheme_stops_start():
     )
 
 
-def test_pubsub_url_with_another_scheme_stops_start():
+def test_pubsub_url_with_another_scheme_stops_start() -> None:
     result = roomcast_start("--redis-url", "redis://127.0.0.1:1/0", "--pubsub-url", "amqp://x")
     assert (result.returncode, result.stderr) == (
         2,
@@ -124,7 +124,7 @@ def test_pubsub_url_with_another_scheme_stops_start():
     )
 
 
-def test_redis_url_without_a_scheme_stops_start():
+def test_redis_url_without_a_scheme_stops_start() -> None:
     result = roomcast_start("--redis-url", "127.0.0.1:6379")
     assert (result.returncode, result.stderr) == (
         2,
@@ -132,7 +132,9 @@ def test_redis_url_without_a_scheme_stops_start():
     )
 
 
-def test_missing_certificate_file_stops_start_naming_setting_and_path(tls_files, tmp_path):
+def test_missing_certificate_file_stops_start_naming_setting_and_path(
+    tls_files: tuple[Path, Path], tmp_path: Path
+) -> None:
     missing = tmp_path / "none.pem"
     result = roomcast_start("--tls-cert", str(missing), "--tls-key", str(tls_files[1]))
     assert (result.returncode, result.stderr) == (
@@ -141,7 +143,9 @@ def test_missing_certificate_file_stops_start_naming_setting_and_path(tls_files,
     )
 
 
-def test_unreadable_key_file_stops_start_naming_setting_and_path(tls_files, tmp_path):
+def test_unreadable_key_file_stops_start_naming_setting_and_path(
+    tls_files: tuple[Path, Path], tmp_path: Path
+) -> None:
     # A directory cannot be read as a file, even by root.
     result = roomcast_start("--tls-cert", str(tls_files[0]), "--tls-key", str(tmp_path))
     assert (result.returncode, result.stderr) == (
@@ -150,7 +154,7 @@ def test_unreadable_key_file_stops_start_naming_setting_and_path(tls_files, tmp_
     )
 
 
-def test_files_that_are_not_pem_stop_start_naming_both_settings(tmp_path):
+def test_files_that_are_not_pem_stop_start_naming_both_settings(tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.write_text("not a certificate\n")
     key.write_text("not a key\n")
@@ -161,7 +165,9 @@ def test_files_that_are_not_pem_stop_start_naming_both_settings(tmp_path):
     )
 
 
-def test_a_key_of_another_certificate_stops_start(tls_files, tmp_path):
+def test_a_key_of_another_certificate_stops_start(
+    tls_files: tuple[Path, Path], tmp_path: Path
+) -> None:
     other_key = tmp_path / "other.key"
     trustme.CA().issue_cert(LOOPBACK).private_key_pem.write_to_path(str(other_key))
     result = roomcast_start("--tls-cert", str(tls_files[0]), "--tls-key", str(other_key))
@@ -169,7 +175,7 @@ def test_a_key_of_another_certificate_stops_start(tls_files, tmp_path):
     assert result.stderr.startswith(f"roomcast: --tls-cert '{tls_files[0]}' and --tls-key")
 
 
-def test_a_bad_setting_from_the_environment_stops_start_too():
+def test_a_bad_setting_from_the_environment_stops_start_too() -> None:
     command = [sys.executable, "-m", "roomcast", "start", "--socket-port", "0", "--web-port", "0"]
     env = {**clean_env(), "ROOMCAST_TLS_CERT": "cert.pem"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
@@ -182,37 +188,37 @@ def test_a_bad_setting_from_the_environment_stops_start_too():
 # the same checks in code ----------------------------------------------------------------
 
 
-async def test_api_start_refuses_a_tls_cert_without_a_key():
+async def test_api_start_refuses_a_tls_cert_without_a_key() -> None:
     api = Api(Config(socket_port=0, web_port=0, tls_cert="cert.pem"))
     with pytest.raises(ConfigError, match="--tls-cert is set but --tls-key is not"):
         await api.start()
     await api.stop()
 
 
-def test_load_config_refuses_an_unknown_log_level():
+def test_load_config_refuses_an_unknown_log_level() -> None:
     with pytest.raises(ConfigError, match="--log-level must be one of"):
         load_config({"log_level": "loud"}, env=NO_ENV)
 
 
 @pytest.mark.parametrize("level", ["DEBUG", "Warning", "critical"])
-def test_log_level_is_case_insensitive(level):
+def test_log_level_is_case_insensitive(level: str) -> None:
     assert load_config({"log_level": level}, env=NO_ENV).log_level == level
 
 
 @pytest.mark.parametrize(
     "url", ["redis://127.0.0.1:6379/0", "rediss://h:6380/1", "unix:///tmp/redis.sock"]
 )
-def test_redis_unix_and_rediss_urls_are_accepted(url):
+def test_redis_unix_and_rediss_urls_are_accepted(url: str) -> None:
     assert load_config({"redis_url": url, "pubsub_url": url}, env=NO_ENV).pubsub_url == url
 
 
-def test_a_refused_redis_url_does_not_show_its_password():
+def test_a_refused_redis_url_does_not_show_its_password() -> None:
     with pytest.raises(ConfigError) as refused:
         load_config({"redis_url": "https://:hunter2@redis.example.com/0"}, env=NO_ENV)
     assert "hunter2" not in str(refused.value)
 
 
-def test_certificate_and_key_that_match_are_accepted(tls_files):
+def test_certificate_and_key_that_match_are_accepted(tls_files: tuple[Path, Path]) -> None:
     cert, key = map(str, tls_files)
     config = load_config({"tls_cert": cert, "tls_key": key}, env=NO_ENV)
     assert (config.tls_cert, config.tls_key) == (cert, key)
@@ -221,16 +227,16 @@ def test_certificate_and_key_that_match_are_accepted(tls_files):
 # [limits] -------------------------------------------------------------------------------
 
 
-def test_limits_defaults_match_the_spec():
+def test_limits_defaults_match_the_spec() -> None:
     limits = load_config({}, env=NO_ENV).limits
     assert dataclasses.asdict(limits) == LIMIT_DEFAULTS
 
 
-def test_limits_table_has_exactly_the_spec_keys():
+def test_limits_table_has_exactly_the_spec_keys() -> None:
     assert [f.name for f in dataclasses.fields(LimitsSettings)] == list(LIMIT_DEFAULTS)
 
 
-def test_limits_table_sets_the_limits(tmp_path):
+def test_limits_table_sets_the_limits(tmp_path: Path) -> None:
     config = load_toml(tmp_path, "[limits]\nmax_rooms = 10\nsay_rate = 2.5\nidle_timeout = 30\n")
     assert (config.limits.max_rooms, config.limits.say_rate, config.limits.idle_timeout) == (
         10,
@@ -240,12 +246,12 @@ def test_limits_table_sets_the_limits(tmp_path):
 
 
 @pytest.mark.parametrize("key", list(LIMIT_DEFAULTS))
-def test_zero_is_accepted_for_every_limit(tmp_path, key):
+def test_zero_is_accepted_for_every_limit(tmp_path: Path, key: str) -> None:
     assert getattr(load_toml(tmp_path, f"[limits]\n{key} = 0\n").limits, key) == 0
 
 
 @pytest.mark.parametrize("key", list(LIMIT_DEFAULTS))
-def test_a_negative_limit_is_refused(tmp_path, key):
+def test_a_negative_limit_is_refused(tmp_path: Path, key: str) -> None:
     with pytest.raises(
         ConfigError, match=rf"\[limits\] {key} must be greater than 0 \(or 0 for off\), not -1"
     ):
@@ -253,27 +259,27 @@ def test_a_negative_limit_is_refused(tmp_path, key):
 
 
 @pytest.mark.parametrize("key", FLOAT_LIMITS)
-def test_rates_and_timeouts_accept_fractions(tmp_path, key):
+def test_rates_and_timeouts_accept_fractions(tmp_path: Path, key: str) -> None:
     assert getattr(load_toml(tmp_path, f"[limits]\n{key} = 0.5\n").limits, key) == 0.5
 
 
 @pytest.mark.parametrize("key", FLOAT_LIMITS)
-def test_a_whole_rate_or_timeout_is_kept_as_a_float(tmp_path, key):
+def test_a_whole_rate_or_timeout_is_kept_as_a_float(tmp_path: Path, key: str) -> None:
     assert type(getattr(load_toml(tmp_path, f"[limits]\n{key} = 3\n").limits, key)) is float
 
 
 @pytest.mark.parametrize("key", WHOLE_LIMITS)
-def test_counts_and_sizes_refuse_fractions(tmp_path, key):
+def test_counts_and_sizes_refuse_fractions(tmp_path: Path, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"\[limits\] {key} must be a whole number"):
         load_toml(tmp_path, f"[limits]\n{key} = 1.5\n")
 
 
-def test_a_limit_that_is_not_a_number_is_refused(tmp_path):
+def test_a_limit_that_is_not_a_number_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[limits\] say_rate must be a number, not 'fast'"):
         load_toml(tmp_path, '[limits]\nsay_rate = "fast"\n')
 
 
-def test_an_unknown_limit_is_refused(tmp_path):
+def test_an_unknown_limit_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown setting\(s\) in \[limits\]: max_users"):
         load_toml(tmp_path, "[limits]\nmax_users = 3\n")
 
@@ -281,16 +287,16 @@ def test_an_unknown_limit_is_refused(tmp_path):
 # [web] allowed_origins and send buffers -------------------------------------------------
 
 
-def test_send_buffer_limits_default_to_one_mebibyte():
+def test_send_buffer_limits_default_to_one_mebibyte() -> None:
     config = load_config({}, env=NO_ENV)
     assert (config.socket.send_buffer_limit, config.web.send_buffer_limit) == (1048576, 1048576)
 
 
-def test_allowed_origins_default_to_none_listed():
+def test_allowed_origins_default_to_none_listed() -> None:
     assert load_config({}, env=NO_ENV).web.allowed_origins == []
 
 
-def test_allowed_origins_are_read_from_the_web_table(tmp_path):
+def test_allowed_origins_are_read_from_the_web_table(tmp_path: Path) -> None:
     config = load_toml(
         tmp_path, '[web]\nallowed_origins = ["https://app.example.com", "http://127.0.0.1:8080"]\n'
     )
@@ -300,7 +306,7 @@ def test_allowed_origins_are_read_from_the_web_table(tmp_path):
 @pytest.mark.parametrize(
     "origin", ["https://app.example.com/", "app.example.com", "https://a.example/chat", "*"]
 )
-def test_an_allowed_origin_that_is_not_an_origin_is_refused(tmp_path, origin):
+def test_an_allowed_origin_that_is_not_an_origin_is_refused(tmp_path: Path, origin: str) -> None:
     with pytest.raises(ConfigError, match=r"\[web\] allowed_origins: .* is not an origin"):
         load_toml(tmp_path, f"[web]\nallowed_origins = [{json.dumps(origin)}]\n")
 
@@ -308,12 +314,12 @@ def test_an_allowed_origin_that_is_not_an_origin_is_refused(tmp_path, origin):
 # warnings at start ----------------------------------------------------------------------
 
 
-def test_unknown_roomcast_variables_are_listed():
+def test_unknown_roomcast_variables_are_listed() -> None:
     env = {"ROOMCAST_CONFIG": "c.toml", "ROOMCAST_SOCKET_PORT": "1", "ROOMCAST_SOKET_PORT": "1"}
     assert unknown_environment_variables(env) == ["ROOMCAST_SOKET_PORT"]
 
 
-def test_an_unknown_roomcast_variable_is_warned_about_and_the_node_starts():
+def test_an_unknown_roomcast_variable_is_warned_about_and_the_node_starts() -> None:
     node = start_node(env={"ROOMCAST_SOKET_PORT": "6000"})
     try:
         assert (
@@ -324,7 +330,7 @@ def test_an_unknown_roomcast_variable_is_warned_about_and_the_node_starts():
         assert node.stop() == 0
 
 
-def test_known_roomcast_variables_are_not_warned_about(tmp_path):
+def test_known_roomcast_variables_are_not_warned_about(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text("")
     node = start_node(env={"ROOMCAST_CONFIG": str(config), "ROOMCAST_SERVER_TOKEN": "s"})
@@ -337,7 +343,7 @@ def test_known_roomcast_variables_are_not_warned_about(tmp_path):
 DEFAULT_TOKEN_WARNING = "--server-token is still the default 'change-me' on a real Redis"
 
 
-def test_default_token_on_a_real_redis_logs_a_warning(redis_server: RedisProcess):
+def test_default_token_on_a_real_redis_logs_a_warning(redis_server: RedisProcess) -> None:
     node = start_node("--redis-url", redis_server.url)
     try:
         assert f"WARNING roomcast: {DEFAULT_TOKEN_WARNING}" in node.log
@@ -345,7 +351,7 @@ def test_default_token_on_a_real_redis_logs_a_warning(redis_server: RedisProcess
         assert node.stop() == 0
 
 
-def test_own_token_on_a_real_redis_logs_no_token_warning(redis_server: RedisProcess):
+def test_own_token_on_a_real_redis_logs_no_token_warning(redis_server: RedisProcess) -> None:
     node = start_node("--redis-url", redis_server.url, "--server-token", "our-secret")
     try:
         assert DEFAULT_TOKEN_WARNING not in node.log
@@ -353,7 +359,7 @@ def test_own_token_on_a_real_redis_logs_no_token_warning(redis_server: RedisProc
         assert node.stop() == 0
 
 
-def test_default_token_on_the_embedded_store_logs_no_token_warning(node: NodeProcess):
+def test_default_token_on_the_embedded_store_logs_no_token_warning(node: NodeProcess) -> None:
     assert DEFAULT_TOKEN_WARNING not in node.log
 
 
@@ -402,7 +408,9 @@ def node_with_low_file_limit() -> Iterator[tuple[NodeProcess, int]]:
         node.stop()
 
 
-def test_a_node_raises_its_open_file_soft_limit_to_the_hard_limit(node_with_low_file_limit):
+def test_a_node_raises_its_open_file_soft_limit_to_the_hard_limit(
+    node_with_low_file_limit: tuple[NodeProcess, int],
+) -> None:
     node, hard = node_with_low_file_limit
     assert open_file_limits(node.pid) == (hard, hard)
 
@@ -410,14 +418,14 @@ def test_a_node_raises_its_open_file_soft_limit_to_the_hard_limit(node_with_low_
 # the settings reference -----------------------------------------------------------------
 
 
-def test_every_setting_in_the_reference_has_a_description():
+def test_every_setting_in_the_reference_has_a_description() -> None:
     undescribed = [f"[{s.table}] {s.key}" for s in settings_reference() if not s.help.strip()]
     assert undescribed == []
 
 
-def test_every_settings_field_has_a_description():
+def test_every_settings_field_has_a_description() -> None:
     classes = [Config, *(type(getattr(Config(), f.name)) for f in dataclasses.fields(Config))]
-    settings = [c for c in classes if dataclasses.is_dataclass(c)]
+    settings = [c for c in classes if isinstance(c, type) and dataclasses.is_dataclass(c)]
     undescribed = [
         f"{cls.__name__}.{item.name}"
         for cls in settings
@@ -427,7 +435,7 @@ def test_every_settings_field_has_a_description():
     assert undescribed == []
 
 
-def test_the_reference_names_flags_and_variables_of_top_level_settings():
+def test_the_reference_names_flags_and_variables_of_top_level_settings() -> None:
     by_key = {(s.table, s.key): s for s in settings_reference()}
     port = by_key[("", "socket_port")]
     assert (port.flag, port.env, port.default) == ("--socket-port", "ROOMCAST_SOCKET_PORT", 5000)
@@ -435,7 +443,7 @@ def test_the_reference_names_flags_and_variables_of_top_level_settings():
     assert (rate.flag, rate.env, rate.default) == (None, None, 100)
 
 
-def test_the_reference_lists_every_key_the_toml_file_accepts(tmp_path):
+def test_the_reference_lists_every_key_the_toml_file_accepts(tmp_path: Path) -> None:
     # Writing every listed default back as a TOML file loads without error, to the defaults.
     lines: dict[str, list[str]] = {}
     for setting in settings_reference():
@@ -449,7 +457,7 @@ def test_the_reference_lists_every_key_the_toml_file_accepts(tmp_path):
     assert dataclasses.replace(config, id="x") == Config(id="x")
 
 
-def test_start_help_shows_each_flag_description():
+def test_start_help_shows_each_flag_description() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "roomcast", "start", "--help"],
         capture_output=True,

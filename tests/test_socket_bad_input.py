@@ -19,6 +19,7 @@ import pytest
 from support import LineClient, NodeProcess, start_node, wait_until
 
 MIB = 1024 * 1024
+MakePair = Callable[[str], tuple[LineClient, LineClient]]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def node() -> Iterator[NodeProcess]:
 
 
 @pytest.fixture
-def pair(node: NodeProcess) -> Iterator[Callable[[str], tuple[LineClient, LineClient]]]:
+def pair(node: NodeProcess) -> Iterator[MakePair]:
     """Make (offender, bystander), both already in ``room``."""
     opened: list[LineClient] = []
 
@@ -72,7 +73,7 @@ UNKNOWN_ACTION = "unknown action or invalid apiVersion"
 # invalid UTF-8 --------------------------------------------------------------------------
 
 
-def test_invalid_utf8_line_gets_an_error(pair):
+def test_invalid_utf8_line_gets_an_error(pair: MakePair) -> None:
     offender, bystander = pair("bad-utf8")
     offender.send(b"say bad-utf8 \xc3\x28 broken\n")
     assert offender.read_raw_line() == (
@@ -82,21 +83,21 @@ def test_invalid_utf8_line_gets_an_error(pair):
     assert_room_still_chats(offender, bystander, "bad-utf8")
 
 
-def test_utf8_encoded_surrogate_is_invalid(pair):
+def test_utf8_encoded_surrogate_is_invalid(pair: MakePair) -> None:
     offender, bystander = pair("surrogate")
     offender.send(b"say surrogate \xed\xa0\x80\n")
     assert offender.read() == error_reply("request is not valid UTF-8", 3)
     assert_room_still_chats(offender, bystander, "surrogate")
 
 
-def test_invalid_utf8_is_not_relayed_to_the_room(pair):
+def test_invalid_utf8_is_not_relayed_to_the_room(pair: MakePair) -> None:
     offender, bystander = pair("no-relay")
     offender.send(b"say no-relay \xff\xfe\n")
     offender.read()
     assert_room_still_chats(offender, bystander, "no-relay")  # its first chat is this one
 
 
-def test_non_ascii_utf8_chat_passes_through_unchanged(pair):
+def test_non_ascii_utf8_chat_passes_through_unchanged(pair: MakePair) -> None:
     offender, bystander = pair("unicode")
     offender.send("say unicode héllo ☃ 💥\n".encode())
     assert bystander.read_until(is_chat)["message"] == "héllo ☃ 💥"
@@ -105,7 +106,7 @@ def test_non_ascii_utf8_chat_passes_through_unchanged(pair):
 # binary garbage -------------------------------------------------------------------------
 
 
-def test_binary_garbage_gets_only_errors_and_the_connection_keeps_working(pair):
+def test_binary_garbage_gets_only_errors_and_the_connection_keeps_working(pair: MakePair) -> None:
     offender, bystander = pair("garbage")
     # Deterministic noise without 0xff, so no telnet interrupt can appear in it.
     noise = random.Random(2024).randbytes(64 * 1024).replace(b"\xff", b"\xfe")
@@ -125,7 +126,7 @@ def test_binary_garbage_gets_only_errors_and_the_connection_keeps_working(pair):
     assert_room_still_chats(offender, bystander, "garbage")
 
 
-def test_nul_bytes_are_an_unknown_action(pair):
+def test_nul_bytes_are_an_unknown_action(pair: MakePair) -> None:
     offender, bystander = pair("nul")
     offender.send(b"\x00\x00\x00\n")
     assert offender.read() == {"error": UNKNOWN_ACTION, "context": "response", "messageCount": 3}
@@ -135,7 +136,7 @@ def test_nul_bytes_are_an_unknown_action(pair):
 # endless line ---------------------------------------------------------------------------
 
 
-def test_an_endless_line_gets_one_error_and_is_dropped(pair):
+def test_an_endless_line_gets_one_error_and_is_dropped(pair: MakePair) -> None:
     offender, bystander = pair("endless")
     offender.send(b"a" * (2 * MIB))
     reply = offender.read()
@@ -148,7 +149,7 @@ def test_an_endless_line_gets_one_error_and_is_dropped(pair):
     assert_room_still_chats(offender, bystander, "endless")
 
 
-def test_a_complete_line_over_the_limit_names_its_size(pair):
+def test_a_complete_line_over_the_limit_names_its_size(pair: MakePair) -> None:
     offender, bystander = pair("long-line")
     offender.send(b"b" * (MIB + 10) + b"\n")
     assert offender.read() == error_reply(
@@ -170,13 +171,15 @@ def test_a_complete_line_over_the_limit_names_its_size(pair):
         ("json-params", '{"action":"status","params":"x"}', "params must be a JSON object"),
     ],
 )
-def test_json_that_is_not_a_request_gets_an_error(pair, room, line, error):
+def test_json_that_is_not_a_request_gets_an_error(
+    pair: MakePair, room: str, line: str, error: str
+) -> None:
     offender, bystander = pair(room)
     assert offender.request(line) == error_reply(error, 3)
     assert_room_still_chats(offender, bystander, room)
 
 
-def test_a_json_object_without_an_action_is_an_unknown_action(pair):
+def test_a_json_object_without_an_action_is_an_unknown_action(pair: MakePair) -> None:
     offender, bystander = pair("no-action")
     assert offender.request("{}") == {
         "error": UNKNOWN_ACTION,
@@ -186,7 +189,7 @@ def test_a_json_object_without_an_action_is_an_unknown_action(pair):
     assert_room_still_chats(offender, bystander, "no-action")
 
 
-def test_a_json_number_is_an_unknown_action(pair):
+def test_a_json_number_is_an_unknown_action(pair: MakePair) -> None:
     offender, bystander = pair("number")
     assert offender.request("42") == {
         "error": UNKNOWN_ACTION,
@@ -199,7 +202,7 @@ def test_a_json_number_is_an_unknown_action(pair):
 # unknown verbs and actions --------------------------------------------------------------
 
 
-def test_an_unknown_verb_is_an_unknown_action(pair):
+def test_an_unknown_verb_is_an_unknown_action(pair: MakePair) -> None:
     offender, bystander = pair("unknown-verb")
     assert offender.request("roomJoin unknown-verb") == {
         "error": UNKNOWN_ACTION,
@@ -209,7 +212,7 @@ def test_an_unknown_verb_is_an_unknown_action(pair):
     assert_room_still_chats(offender, bystander, "unknown-verb")
 
 
-def test_an_unknown_json_action_is_refused(pair):
+def test_an_unknown_json_action_is_refused(pair: MakePair) -> None:
     offender, bystander = pair("unknown-action")
     assert offender.request('{"action":"selfDestruct","params":{}}') == {
         "error": UNKNOWN_ACTION,
@@ -222,7 +225,7 @@ def test_an_unknown_json_action_is_refused(pair):
 # abrupt disconnects ---------------------------------------------------------------------
 
 
-def test_a_client_reset_mid_line_leaves_its_room(pair):
+def test_a_client_reset_mid_line_leaves_its_room(pair: MakePair) -> None:
     offender, bystander = pair("reset")
     offender.send(b"say reset half a li")
     offender.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -236,7 +239,9 @@ def test_a_client_reset_mid_line_leaves_its_room(pair):
     assert bystander.read_until(is_chat)["message"] == "alone"
 
 
-def test_a_client_that_never_reads_is_dropped_past_the_send_limit(pair, node):
+def test_a_client_that_never_reads_is_dropped_past_the_send_limit(
+    pair: MakePair, node: NodeProcess
+) -> None:
     offender, bystander = pair("never-reads")
     offender_id = offender.request("detailsView")["data"]["id"]
     offender.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -259,7 +264,7 @@ def test_a_client_that_never_reads_is_dropped_past_the_send_limit(pair, node):
 # the node afterwards --------------------------------------------------------------------
 
 
-def test_node_is_alive_and_clean_after_all_the_bad_input(node):
+def test_node_is_alive_and_clean_after_all_the_bad_input(node: NodeProcess) -> None:
     assert node.process.poll() is None
     client = LineClient(node.socket_port)
     try:

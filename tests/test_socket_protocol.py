@@ -19,6 +19,7 @@ from roomcast.api import STATIC_DIR
 from support import LineClient, NodeProcess, start_node, wait_until
 
 LIMIT = 1024
+Connect = Callable[[], LineClient]
 
 ACTIONS = """
 import asyncio
@@ -92,7 +93,7 @@ def node(site: Path) -> Iterator[NodeProcess]:
 
 
 @pytest.fixture
-def connect(node: NodeProcess) -> Iterator[Callable[[], LineClient]]:
+def connect(node: NodeProcess) -> Iterator[Connect]:
     """Open clients that have already read their welcome line; all closed afterwards."""
     opened: list[LineClient] = []
 
@@ -138,7 +139,7 @@ def members_count(client: LineClient, room: str) -> int:
 # welcome and framing --------------------------------------------------------------------
 
 
-def test_welcome_line_is_sent_on_connect_byte_for_byte(node):
+def test_welcome_line_is_sent_on_connect_byte_for_byte(node: NodeProcess) -> None:
     client = LineClient(node.socket_port)
     try:
         expected = b'{"welcome":"Hello! Welcome to the roomcast api","context":"api"}\r\n'
@@ -147,27 +148,27 @@ def test_welcome_line_is_sent_on_connect_byte_for_byte(node):
         client.close()
 
 
-def test_replies_end_in_crlf(connect):
+def test_replies_end_in_crlf(connect: Connect) -> None:
     client = connect()
     client.send_line("paramsView")
     expected = b'{"status":"OK","context":"response","data":{},"messageCount":1}\r\n'
     assert read_bytes(client, len(expected)) == expected
 
 
-def test_carriage_return_alone_ends_a_line(connect):
+def test_carriage_return_alone_ends_a_line(connect: Connect) -> None:
     client = connect()
     client.send("paramAdd a=1\rparamView a\r")
     assert client.read()["messageCount"] == 1
     assert client.read() == {"status": "OK", "context": "response", "data": "1", "messageCount": 2}
 
 
-def test_empty_lines_are_ignored(connect):
+def test_empty_lines_are_ignored(connect: Connect) -> None:
     client = connect()
     client.send("\n\n\r\nparamsView\n")
     assert client.read() == {"status": "OK", "context": "response", "data": {}, "messageCount": 1}
 
 
-def test_blank_lines_are_ignored_and_take_no_message_count(connect):
+def test_blank_lines_are_ignored_and_take_no_message_count(connect: Connect) -> None:
     client = connect()
     client.send("   \n\t\nparamsView\n")
     assert client.read() == {"status": "OK", "context": "response", "data": {}, "messageCount": 1}
@@ -176,13 +177,13 @@ def test_blank_lines_are_ignored_and_take_no_message_count(connect):
 # params ---------------------------------------------------------------------------------
 
 
-def test_param_add_with_equals(connect):
+def test_param_add_with_equals(connect: Connect) -> None:
     assert raw_reply(connect(), "paramAdd name=alice") == (
         b'{"status":"OK","context":"response","data":null,"messageCount":1}'
     )
 
 
-def test_param_add_with_a_space(connect):
+def test_param_add_with_a_space(connect: Connect) -> None:
     client = connect()
     client.request("paramAdd name alice")
     assert raw_reply(client, "paramView name") == (
@@ -190,19 +191,19 @@ def test_param_add_with_a_space(connect):
     )
 
 
-def test_param_view_of_an_unset_param_is_null(connect):
+def test_param_view_of_an_unset_param_is_null(connect: Connect) -> None:
     assert raw_reply(connect(), "paramView nothing") == (
         b'{"status":"OK","context":"response","data":null,"messageCount":1}'
     )
 
 
-def test_param_add_without_a_key_is_refused(connect):
+def test_param_add_without_a_key_is_refused(connect: Connect) -> None:
     assert raw_reply(connect(), "paramAdd") == (
         b'{"status":"a param key is required","context":"response","data":false,"messageCount":1}'
     )
 
 
-def test_param_delete_removes_one_param(connect):
+def test_param_delete_removes_one_param(connect: Connect) -> None:
     client = connect()
     client.request("paramAdd a=1")
     client.request("paramAdd b=2")
@@ -214,7 +215,7 @@ def test_param_delete_removes_one_param(connect):
     )
 
 
-def test_params_view_shows_every_param(connect):
+def test_params_view_shows_every_param(connect: Connect) -> None:
     client = connect()
     client.request("paramAdd a=1")
     client.request("paramAdd b=two words")
@@ -223,7 +224,7 @@ def test_params_view_shows_every_param(connect):
     )
 
 
-def test_params_delete_clears_every_param(connect):
+def test_params_delete_clears_every_param(connect: Connect) -> None:
     client = connect()
     client.request("paramAdd a=1")
     assert raw_reply(client, "paramsDelete") == (
@@ -234,7 +235,7 @@ def test_params_delete_clears_every_param(connect):
     )
 
 
-def test_sticky_params_feed_an_action_called_by_name(connect):
+def test_sticky_params_feed_an_action_called_by_name(connect: Connect) -> None:
     client = connect()
     client.request("paramAdd name=sticky-room")
     assert raw_reply(client, "createChatRoom") == (
@@ -245,7 +246,7 @@ def test_sticky_params_feed_an_action_called_by_name(connect):
     )
 
 
-def test_sticky_params_stay_until_deleted(connect):
+def test_sticky_params_stay_until_deleted(connect: Connect) -> None:
     client = connect()
     client.request("paramAdd n=7")
     assert client.request("echo")["n"] == "7"
@@ -257,13 +258,13 @@ def test_sticky_params_stay_until_deleted(connect):
 # actions --------------------------------------------------------------------------------
 
 
-def test_json_action_line(connect):
+def test_json_action_line(connect: Connect) -> None:
     assert raw_reply(connect(), '{"action":"createChatRoom","params":{"name":"json-room"}}') == (
         b'{"didCreate":true,"context":"response","messageCount":1}'
     )
 
 
-def test_json_action_line_uses_its_own_params_not_the_sticky_ones(connect):
+def test_json_action_line_uses_its_own_params_not_the_sticky_ones(connect: Connect) -> None:
     client = connect()
     client.request("paramAdd name=never-used")
     assert raw_reply(client, '{"action":"createChatRoom","params":{}}') == (
@@ -272,27 +273,27 @@ def test_json_action_line_uses_its_own_params_not_the_sticky_ones(connect):
     )
 
 
-def test_action_called_by_name_without_params_reports_the_missing_input(connect):
+def test_action_called_by_name_without_params_reports_the_missing_input(connect: Connect) -> None:
     assert raw_reply(connect(), "createChatRoom") == (
         b'{"error":"name is a required parameter for this action","context":"response",'
         b'"messageCount":1}'
     )
 
 
-def test_unknown_action(connect):
+def test_unknown_action(connect: Connect) -> None:
     assert raw_reply(connect(), "launchRockets") == (
         b'{"error":"unknown action or invalid apiVersion","context":"response","messageCount":1}'
     )
 
 
-def test_status_action(connect, node):
+def test_status_action(connect: Connect, node: NodeProcess) -> None:
     reply = connect().request("status")
     assert reply["id"] == node.node_id
     assert reply["messageCount"] == 1
     assert reply["connections"] >= 1
 
 
-def test_detailsview_counts_actions(connect):
+def test_detailsview_counts_actions(connect: Connect) -> None:
     client = connect()
     client.request("status")
     client.request("status")
@@ -300,7 +301,7 @@ def test_detailsview_counts_actions(connect):
     assert (details["totalActions"], details["pendingActions"]) == (2, 0)
 
 
-def test_too_many_pending_actions_over_the_wire(connect):
+def test_too_many_pending_actions_over_the_wire(connect: Connect) -> None:
     client = connect()
     client.send('{"action":"slow","params":{"seconds":0.5}}\n' * 6)
     replies = sorted((client.read() for _ in range(6)), key=lambda r: r["messageCount"])
@@ -317,14 +318,16 @@ def test_too_many_pending_actions_over_the_wire(connect):
 # messageCount ---------------------------------------------------------------------------
 
 
-def test_a_slow_action_reply_keeps_its_own_message_count(connect):
+def test_a_slow_action_reply_keeps_its_own_message_count(connect: Connect) -> None:
     client = connect()
     client.send("slow\nparamsView\n")
     assert client.read() == {"status": "OK", "context": "response", "data": {}, "messageCount": 2}
     assert client.read() == {"slept": 0.3, "context": "response", "messageCount": 1}
 
 
-def test_many_pipelined_lines_in_one_write_each_get_their_own_message_count(connect):
+def test_many_pipelined_lines_in_one_write_each_get_their_own_message_count(
+    connect: Connect,
+) -> None:
     total = 3000  # well past the lines a connection may queue before reading pauses
     client = connect()
     lines = []
@@ -355,7 +358,7 @@ def test_many_pipelined_lines_in_one_write_each_get_their_own_message_count(conn
             assert reply == {"n": n, "context": "response", "messageCount": n}
 
 
-def test_room_add_then_say_in_one_write_are_answered_in_order(connect):
+def test_room_add_then_say_in_one_write_are_answered_in_order(connect: Connect) -> None:
     client = connect()
     client.send_line('{"action":"createChatRoom","params":{"name":"one-write"}}')
     client.read()
@@ -369,7 +372,7 @@ def test_room_add_then_say_in_one_write_are_answered_in_order(connect):
 # max_data_length ------------------------------------------------------------------------
 
 
-def test_a_line_over_max_data_length_is_refused_and_dropped(connect):
+def test_a_line_over_max_data_length_is_refused_and_dropped(connect: Connect) -> None:
     client = connect()
     assert raw_reply(client, "x" * 2000) == (
         b'{"status":"error","error":"data length is too big (2000 received/1024 max)",'
@@ -380,7 +383,7 @@ def test_a_line_over_max_data_length_is_refused_and_dropped(connect):
     )
 
 
-def test_a_line_of_exactly_max_data_length_is_accepted(connect):
+def test_a_line_of_exactly_max_data_length_is_accepted(connect: Connect) -> None:
     client = connect()
     line = "paramAdd k="
     line += "v" * (LIMIT - len(line))
@@ -393,7 +396,7 @@ def test_a_line_of_exactly_max_data_length_is_accepted(connect):
     }
 
 
-def test_an_unterminated_buffer_over_max_data_length_is_refused(connect):
+def test_an_unterminated_buffer_over_max_data_length_is_refused(connect: Connect) -> None:
     client = connect()
     client.send("y" * 3000)
     reply = client.read()
@@ -412,13 +415,13 @@ def test_an_unterminated_buffer_over_max_data_length_is_refused(connect):
 # rooms ----------------------------------------------------------------------------------
 
 
-def test_room_add(connect):
+def test_room_add(connect: Connect) -> None:
     assert raw_reply(connect(), "roomAdd defaultRoom") == (
         b'{"status":"OK","context":"response","data":true,"messageCount":1}'
     )
 
 
-def test_room_add_twice_is_refused(connect):
+def test_room_add_twice_is_refused(connect: Connect) -> None:
     client = connect()
     client.request("roomAdd defaultRoom")
     assert raw_reply(client, "roomAdd defaultRoom") == (
@@ -427,19 +430,19 @@ def test_room_add_twice_is_refused(connect):
     )
 
 
-def test_room_add_of_an_unknown_room_is_refused(connect):
+def test_room_add_of_an_unknown_room_is_refused(connect: Connect) -> None:
     assert raw_reply(connect(), "roomAdd no-such-room") == (
         b'{"status":"room does not exist","context":"response","data":false,"messageCount":1}'
     )
 
 
-def test_room_add_refused_by_join_middleware_carries_its_text(connect):
+def test_room_add_refused_by_join_middleware_carries_its_text(connect: Connect) -> None:
     assert raw_reply(connect(), "roomAdd vault") == (
         b'{"status":"the vault is locked","context":"response","data":false,"messageCount":1}'
     )
 
 
-def test_room_leave(connect):
+def test_room_leave(connect: Connect) -> None:
     client = connect()
     client.request("roomAdd defaultRoom")
     assert raw_reply(client, "roomLeave defaultRoom") == (
@@ -448,14 +451,14 @@ def test_room_leave(connect):
     assert client.request("detailsView")["data"]["rooms"] == []
 
 
-def test_room_leave_of_a_room_not_joined_is_refused(connect):
+def test_room_leave_of_a_room_not_joined_is_refused(connect: Connect) -> None:
     assert raw_reply(connect(), "roomLeave defaultRoom") == (
         b'{"status":"connection not in this room (defaultRoom)","context":"response",'
         b'"data":false,"messageCount":1}'
     )
 
 
-def test_room_view_shows_the_members(connect):
+def test_room_view_shows_the_members(connect: Connect) -> None:
     client = connect()
     client.request('{"action":"createChatRoom","params":{"name":"view-room"}}')
     client.request("roomAdd view-room")
@@ -475,14 +478,14 @@ def test_room_view_shows_the_members(connect):
     }
 
 
-def test_room_view_of_a_room_not_joined_is_refused(connect):
+def test_room_view_of_a_room_not_joined_is_refused(connect: Connect) -> None:
     assert raw_reply(connect(), "roomView defaultRoom") == (
         b'{"status":"not member of room defaultRoom","context":"response","data":false,'
         b'"messageCount":1}'
     )
 
 
-def test_details_view(connect):
+def test_details_view(connect: Connect) -> None:
     client = connect()
     client.request("paramAdd a=1")
     client.request("roomAdd defaultRoom")
@@ -509,7 +512,7 @@ def test_details_view(connect):
     assert (details["status"], details["context"], details["messageCount"]) == ("OK", "response", 3)
 
 
-def test_documentation_lists_the_actions(connect):
+def test_documentation_lists_the_actions(connect: Connect) -> None:
     reply = connect().request("documentation")
     assert (reply["status"], reply["messageCount"]) == ("OK", 1)
     assert {"status", "createChatRoom", "echo", "slow"} <= set(reply["data"])
@@ -524,7 +527,7 @@ def test_documentation_lists_the_actions(connect):
 # chat -----------------------------------------------------------------------------------
 
 
-def test_say_reaches_every_member_including_the_sender(connect):
+def test_say_reaches_every_member_including_the_sender(connect: Connect) -> None:
     clients = [connect() for _ in range(3)]
     clients[0].request('{"action":"createChatRoom","params":{"name":"chat-all"}}')
     for client in clients:
@@ -543,7 +546,7 @@ def test_say_reaches_every_member_including_the_sender(connect):
         assert pattern.fullmatch(line), line
 
 
-def test_say_is_answered_ok(connect):
+def test_say_is_answered_ok(connect: Connect) -> None:
     client = connect()
     client.request("roomAdd defaultRoom")
     client.send_line("say defaultRoom hi")
@@ -551,7 +554,7 @@ def test_say_is_answered_ok(connect):
     assert reply == {"status": "OK", "context": "response", "data": None, "messageCount": 2}
 
 
-def test_say_does_not_reach_other_rooms(connect):
+def test_say_does_not_reach_other_rooms(connect: Connect) -> None:
     speaker, listener = connect(), connect()
     speaker.request('{"action":"createChatRoom","params":{"name":"chat-a"}}')
     speaker.request('{"action":"createChatRoom","params":{"name":"chat-b"}}')
@@ -563,14 +566,14 @@ def test_say_does_not_reach_other_rooms(connect):
     assert first_chat["message"] == "for b"
 
 
-def test_say_in_a_room_not_joined_is_refused(connect):
+def test_say_in_a_room_not_joined_is_refused(connect: Connect) -> None:
     assert raw_reply(connect(), "say defaultRoom hello") == (
         b'{"status":"connection not in this room (defaultRoom)","context":"response",'
         b'"data":false,"messageCount":1}'
     )
 
 
-def test_say_without_a_message_is_refused(connect):
+def test_say_without_a_message_is_refused(connect: Connect) -> None:
     client = connect()
     client.request("roomAdd defaultRoom")
     assert raw_reply(client, "say defaultRoom") == (
@@ -579,7 +582,9 @@ def test_say_without_a_message_is_refused(connect):
     )
 
 
-def test_say_refused_by_on_say_receive_reaches_nobody_and_tells_the_sender(connect):
+def test_say_refused_by_on_say_receive_reaches_nobody_and_tells_the_sender(
+    connect: Connect,
+) -> None:
     speaker, listener = connect(), connect()
     speaker.request('{"action":"createChatRoom","params":{"name":"guarded-chat"}}')
     speaker.request("roomAdd guarded-chat")
@@ -594,7 +599,7 @@ def test_say_refused_by_on_say_receive_reaches_nobody_and_tells_the_sender(conne
     assert listener.read_until(chat)["message"] == "fine words"
 
 
-def test_a_closed_client_leaves_its_rooms(connect):
+def test_a_closed_client_leaves_its_rooms(connect: Connect) -> None:
     watcher, leaver = connect(), connect()
     watcher.request('{"action":"createChatRoom","params":{"name":"leaving"}}')
     watcher.request("roomAdd leaving")
@@ -608,14 +613,14 @@ def test_a_closed_client_leaves_its_rooms(connect):
 
 
 @pytest.mark.parametrize("verb", ["quit", "exit"])
-def test_quit_and_exit_say_bye_and_close(connect, verb):
+def test_quit_and_exit_say_bye_and_close(connect: Connect, verb: str) -> None:
     client = connect()
     assert raw_reply(client, verb) == b'{"status":"Bye!","context":"api"}'
     assert client.is_closed()
 
 
 @pytest.mark.parametrize("keys", [b"\xff\xf4\xff\xfd\x06", b"\x04"], ids=["ctrl-c", "ctrl-d"])
-def test_telnet_interrupt_closes_the_connection(connect, keys):
+def test_telnet_interrupt_closes_the_connection(connect: Connect, keys: bytes) -> None:
     watcher, client = connect(), connect()
     watcher.request('{"action":"createChatRoom","params":{"name":"telnet-' + keys.hex() + '"}}')
     watcher.request(f"roomAdd telnet-{keys.hex()}")
@@ -630,31 +635,31 @@ def test_telnet_interrupt_closes_the_connection(connect, keys):
 # file -----------------------------------------------------------------------------------
 
 
-def test_file_sends_the_raw_bytes(connect):
+def test_file_sends_the_raw_bytes(connect: Connect) -> None:
     client = connect()
     client.send_line("file hello.txt")
     assert read_bytes(client, len(b"roomcast public file")) == b"roomcast public file"
     assert client.request("paramsView")["messageCount"] == 2
 
 
-def test_file_in_a_subdirectory_with_binary_content(connect):
+def test_file_in_a_subdirectory_with_binary_content(connect: Connect) -> None:
     client = connect()
     client.send_line("file sub/inner.txt")
     assert read_bytes(client, 14) == b"inner \x00\xff bytes"
 
 
-def test_file_falls_back_to_the_built_in_public_files(connect):
+def test_file_falls_back_to_the_built_in_public_files(connect: Connect) -> None:
     expected = (STATIC_DIR / "roomcast.js").read_bytes()
     client = connect()
     client.send_line("file roomcast.js")
     assert read_bytes(client, len(expected)) == expected
 
 
-def test_file_not_found(connect):
+def test_file_not_found(connect: Connect) -> None:
     assert raw_reply(connect(), "file missing.txt") == b'"That file is not found (missing.txt)"'
 
 
-def test_file_cannot_escape_the_public_directory(connect):
+def test_file_cannot_escape_the_public_directory(connect: Connect) -> None:
     client = connect()
     assert raw_reply(client, "file ../secret.txt") == (b'"That file is not found (../secret.txt)"')
     assert raw_reply(client, "file sub/../../secret.txt") == (
@@ -662,7 +667,7 @@ def test_file_cannot_escape_the_public_directory(connect):
     )
 
 
-def test_file_absolute_path_stays_inside_the_public_directory(connect, site):
+def test_file_absolute_path_stays_inside_the_public_directory(connect: Connect, site: Path) -> None:
     secret = str(site / "secret.txt")
     assert raw_reply(connect(), f"file {secret}") == (
         b'"That file is not found (' + secret.encode() + b')"'

@@ -42,7 +42,7 @@ def tls_client(node: NodeProcess, ca: trustme.CA, server_hostname: str = LOOPBAC
     )
 
 
-def test_tls_welcome_line_byte_for_byte(tls_node, ca):
+def test_tls_welcome_line_byte_for_byte(tls_node: NodeProcess, ca: trustme.CA) -> None:
     client = tls_client(tls_node, ca)
     try:
         assert client.read_raw_line() == (
@@ -52,7 +52,7 @@ def test_tls_welcome_line_byte_for_byte(tls_node, ca):
         client.close()
 
 
-def test_tls_certificate_verifies_for_localhost_too(tls_node, ca):
+def test_tls_certificate_verifies_for_localhost_too(tls_node: NodeProcess, ca: trustme.CA) -> None:
     client = tls_client(tls_node, ca, server_hostname="localhost")
     try:
         assert client.read()["context"] == "api"
@@ -60,7 +60,7 @@ def test_tls_certificate_verifies_for_localhost_too(tls_node, ca):
         client.close()
 
 
-def test_tls_verbs_and_actions_work(tls_node, ca):
+def test_tls_verbs_and_actions_work(tls_node: NodeProcess, ca: trustme.CA) -> None:
     client = tls_client(tls_node, ca)
     try:
         client.read()
@@ -75,7 +75,9 @@ def test_tls_verbs_and_actions_work(tls_node, ca):
         client.close()
 
 
-def test_tls_chat_reaches_every_member_including_the_sender(tls_node, ca):
+def test_tls_chat_reaches_every_member_including_the_sender(
+    tls_node: NodeProcess, ca: trustme.CA
+) -> None:
     alice, bob = tls_client(tls_node, ca), tls_client(tls_node, ca)
     try:
         for client in (alice, bob):
@@ -90,7 +92,7 @@ def test_tls_chat_reaches_every_member_including_the_sender(tls_node, ca):
         bob.close()
 
 
-def test_tls_quit_says_bye(tls_node, ca):
+def test_tls_quit_says_bye(tls_node: NodeProcess, ca: trustme.CA) -> None:
     client = tls_client(tls_node, ca)
     try:
         client.read()
@@ -100,7 +102,7 @@ def test_tls_quit_says_bye(tls_node, ca):
         client.close()
 
 
-def test_a_client_that_does_not_trust_the_ca_is_refused(tls_node):
+def test_a_client_that_does_not_trust_the_ca_is_refused(tls_node: NodeProcess) -> None:
     context = ssl.create_default_context()  # system roots only
     raw = socket.create_connection((LOOPBACK, tls_node.socket_port), timeout=5)
     with pytest.raises(ssl.SSLCertVerificationError):
@@ -108,7 +110,9 @@ def test_a_client_that_does_not_trust_the_ca_is_refused(tls_node):
     raw.close()
 
 
-def test_a_plaintext_client_gets_no_welcome_and_the_node_keeps_serving(tls_node, ca):
+def test_a_plaintext_client_gets_no_welcome_and_the_node_keeps_serving(
+    tls_node: NodeProcess, ca: trustme.CA
+) -> None:
     plain = LineClient(tls_node.socket_port, timeout=3)
     try:
         plain.send_line("roomAdd defaultRoom")
@@ -123,7 +127,7 @@ def test_a_plaintext_client_gets_no_welcome_and_the_node_keeps_serving(tls_node,
         client.close()
 
 
-def test_missing_certificate_files_stop_the_node_with_exit_code_2(tmp_path: Path):
+def test_missing_certificate_files_stop_the_node_with_exit_code_2(tmp_path: Path) -> None:
     result = subprocess.run(
         [
             sys.executable,

@@ -10,9 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from cluster_support import TOKEN
+from redis.asyncio import Redis
 
 from roomcast.config import ClusterSettings, Config
 from roomcast.testing import TestConnection, TestNode
@@ -34,15 +38,20 @@ def _config(node_id: str, redis_url: str) -> Config:
     )
 
 
+def _message_is(text: str) -> Callable[[Any], bool]:
+    return lambda message: message.get("message") == text
+
+
 async def _chat_works(sender: TestConnection, listener: TestConnection, timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    probe = uuid.uuid4().hex  # earlier probes, already received, must not count
     attempt = 0
     while True:
         attempt += 1
-        text = f"probe {attempt}"
+        text = f"probe {probe} {attempt}"
         await sender.verb("say", room="defaultRoom", message=text)
         try:
-            await listener.wait_for(lambda m, text=text: m.get("message") == text, timeout=0.2)
+            await listener.wait_for(_message_is(text), timeout=0.2)
             return
         except TimeoutError:
             if time.monotonic() > deadline:
@@ -80,5 +89,17 @@ async def test_a_deaf_subscriber_is_detected_and_rebuilt(
 
 async def test_the_watchdog_leaves_a_healthy_subscriber_alone(redis_server: RedisProcess) -> None:
     async with TestNode(_config("a", redis_server.url)) as node_a:
-        await asyncio.sleep(8 * WATCHDOG_INTERVAL)
+        channel = node_a.api.cluster.keys.watchdog_channel("a")
+        async with Redis.from_url(redis_server.url) as client, client.pubsub() as pings:
+            await pings.subscribe(channel)
+            # The watchdog sends its next ping only once the last one was heard (or the
+            # subscriber was rebuilt), so five pings are four verdicts on a healthy one.
+            heard = 0
+            deadline = time.monotonic() + 20 * WATCHDOG_INTERVAL
+            while heard < 5:
+                assert time.monotonic() < deadline, f"only {heard} watchdog pings published"
+                ping = await pings.get_message(
+                    ignore_subscribe_messages=True, timeout=WATCHDOG_INTERVAL
+                )
+                heard += ping is not None
         assert node_a.api.cluster.bus.reconnects == 0

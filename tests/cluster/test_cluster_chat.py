@@ -18,6 +18,9 @@ from cluster_support import (
 from roomcast.cluster.envelope import derive_key, seal
 from support import RedisProcess
 
+# How long a test listens for what must not arrive (a second copy, a forgery) after a fence.
+NOTHING_MORE_WITHIN = 0.3
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -39,7 +42,7 @@ def test_say_reaches_every_member_on_every_node_exactly_once(cluster: Cluster) -
     sender.say("lobby", "fence")
     for member in members:
         member.wait_chat(lambda m: m["message"] == "fence")
-        member.drain(0.3)
+        member.drain(NOTHING_MORE_WITHIN)
 
     received = [
         [m for m in member.chat("lobby") if m["message"] == "hello cluster"] for member in members
@@ -115,7 +118,7 @@ def test_a_node_without_members_in_a_room_is_not_subscribed_to_it(cluster: Clust
 
         alice.say("quiet", "nobody on b listens")
         alice.wait_chat(lambda m: m["message"] == "nobody on b listens")
-        bob.drain(0.3)
+        bob.drain(NOTHING_MORE_WITHIN)
         assert bob.chat() == []
 
         bob.join("quiet")
@@ -183,7 +186,7 @@ def test_chat_messages_signed_with_another_token_are_ignored(cluster: Cluster) -
         # The same envelope with the right token is delivered: the channel was right.
         assert forge_publish(redis, channel, envelope(TOKEN, "token ok")) == 1
     listener.wait_chat(lambda m: m["message"] == "token ok")
-    listener.drain(0.2)
+    listener.drain(NOTHING_MORE_WITHIN)
     assert [m["message"] for m in listener.chat("guarded")] == ["token ok"]
     wait_until(
         lambda: "bad signature" in cluster.nodes["a"].log, message="the dropped message logged"

@@ -171,20 +171,19 @@ def test_rpc_requests_signed_with_another_token_are_ignored(cluster: Cluster) ->
             RPC_CHANNEL, _forged_request(TOKEN, "chat.add_member", [bob.id, "target"], bob.id)
         )
         replies: list[dict[str, Any]] = []
-        wait_until(
-            lambda: replies.extend(_replies(pubsub, 0.1)) or len(replies) == 2,
-            message="both nodes answered",
-        )
+
+        def both_answered() -> bool:
+            replies.extend(_replies(pubsub, 0.1))
+            return len(replies) == 2
+
+        wait_until(both_answered, message="both nodes answered")
     assert sorted(replies, key=lambda r: r["from"]) == [
         {"from": "a", "id": "intruder:1", "notOwner": True},
         {"from": "b", "id": "intruder:1", "result": True},
     ]
     assert bob.rooms() == ["target"]
     for node in cluster.nodes.values():
-        wait_until(
-            lambda node=node: "dropped 1 RPC request (bad signature" in node.log,
-            message="the drop logged",
-        )
+        wait_until(node.logged("dropped 1 RPC request (bad signature"), message="the drop logged")
 
 
 def test_only_registered_methods_can_be_called(cluster: Cluster) -> None:
@@ -195,10 +194,12 @@ def test_only_registered_methods_can_be_called(cluster: Cluster) -> None:
         forged = _forged_request(TOKEN, "os.system", ["echo owned"], None)
         assert client.publish(RPC_CHANNEL, forged) == 2
         replies: list[dict[str, Any]] = []
-        wait_until(
-            lambda: replies.extend(_replies(pubsub, 0.2)) or len(replies) >= 2,
-            message="both nodes refused",
-        )
+
+        def both_refused() -> bool:
+            replies.extend(_replies(pubsub, 0.2))
+            return len(replies) >= 2
+
+        wait_until(both_refused, message="both nodes refused")
     assert sorted((r["from"], r["error"]) for r in replies) == [
         ("a", "unknown RPC method (os.system)"),
         ("b", "unknown RPC method (os.system)"),

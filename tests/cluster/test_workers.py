@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -142,8 +143,12 @@ def test_sigterm_stops_every_worker_and_exits_0(workers: NodeProcess) -> None:
     assert len(pids) == WORKERS
     assert workers.stop(signal.SIGTERM, timeout=30) == 0
     for pid in pids.values():
-        wait_until(lambda pid=pid: not _alive(pid), 10, message=f"worker {pid} gone")
+        wait_until(functools.partial(_gone, pid), 10, message=f"worker {pid} gone")
     assert "roomcast pool stopped (2 workers)" in workers.log
+
+
+def _gone(pid: int) -> bool:
+    return not _alive(pid)
 
 
 def _alive(pid: int) -> bool:

@@ -114,10 +114,15 @@ def tcp_join(port: int, room: str) -> tuple[LineClient, str]:
 
 
 def tcp_hears(client: LineClient, text: str) -> dict[str, Any]:
-    return client.read_until(lambda m: isinstance(m, dict) and m.get("message") == text)
+    heard: dict[str, Any] = client.read_until(
+        lambda m: isinstance(m, dict) and m.get("message") == text
+    )
+    return heard
 
 
-async def test_two_browser_pages_and_a_tcp_client_chat_in_one_room(browser, web_node):
+async def test_two_browser_pages_and_a_tcp_client_chat_in_one_room(
+    browser: Any, web_node: NodeProcess
+) -> None:
     room = unique_room("browser")
     create_room(web_node.web_port, room)
     tcp, tcp_id = await asyncio.to_thread(tcp_join, web_node.socket_port, room)
@@ -153,7 +158,9 @@ async def test_two_browser_pages_and_a_tcp_client_chat_in_one_room(browser, web_
         tcp.close()
 
 
-async def test_a_page_creates_and_joins_a_room_from_the_join_form(browser, web_node):
+async def test_a_page_creates_and_joins_a_room_from_the_join_form(
+    browser: Any, web_node: NodeProcess
+) -> None:
     room = unique_room("formroom")
     page = await ChatPage.open(browser, web_node)
     await page.in_room("defaultRoom")
@@ -216,7 +223,7 @@ async (room) => {
 """
 
 
-async def test_the_browser_client_api(browser, web_node):
+async def test_the_browser_client_api(browser: Any, web_node: NodeProcess) -> None:
     room = unique_room("jsapi")
     create_room(web_node.web_port, room)
     page = await ChatPage.open(browser, web_node)
@@ -258,7 +265,9 @@ async def test_the_browser_client_api(browser, web_node):
     assert page.errors == []
 
 
-async def test_the_page_reconnects_and_rejoins_its_room_after_a_server_restart(browser):
+async def test_the_page_reconnects_and_rejoins_its_room_after_a_server_restart(
+    browser: Any,
+) -> None:
     room = unique_room("restart")
     node = start_node()
     tcp = None

@@ -8,7 +8,7 @@ from typing import Any
 from websupport import WELCOME, RawWebSocket, now_ms
 
 from roomcast.client import SocketClient, WebSocketClient
-from support import LOOPBACK, LineClient
+from support import LOOPBACK, LineClient, NodeProcess
 
 END = "-- end of conversation --"
 
@@ -62,7 +62,9 @@ async def raw_chat_until_end(client: RawWebSocket) -> list[dict[str, Any]]:
         messages.append(message)
 
 
-async def test_everyone_receives_each_message_exactly_once(web_node, room):
+async def test_everyone_receives_each_message_exactly_once(
+    web_node: NodeProcess, room: str
+) -> None:
     tcp, tcp_id = await asyncio.to_thread(tcp_join, web_node.socket_port, room)
     raw = await RawWebSocket.open(web_node.web_port)
     python_tcp = SocketClient(LOOPBACK, web_node.socket_port, timeout=10)
@@ -124,7 +126,9 @@ async def test_everyone_receives_each_message_exactly_once(web_node, room):
         await python_ws.disconnect()
 
 
-async def test_a_websocket_user_and_a_tcp_user_talk_both_ways(web_node, room):
+async def test_a_websocket_user_and_a_tcp_user_talk_both_ways(
+    web_node: NodeProcess, room: str
+) -> None:
     tcp, tcp_id = await asyncio.to_thread(tcp_join, web_node.socket_port, room)
     async with WebSocketClient(f"ws://{LOOPBACK}:{web_node.web_port}/ws") as ws:
         try:

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
+from redis import Redis
 
 from support import LOOPBACK, NodeProcess, RedisProcess, start_node, start_redis, wait_until
 
-HERE = Path(__file__).parent
-ACTIONS = HERE / "actions"
-REFUSING = HERE / "refusing"
+CLUSTER_TESTS = Path(__file__).parents[1] / "cluster"
+ACTIONS = CLUSTER_TESTS / "actions"
+REFUSING = CLUSTER_TESTS / "refusing"
 TOKEN = "cluster-test-secret"
 PREFIX = "roomcast:"
 
@@ -232,13 +232,13 @@ class Cluster:
         self.clients.append(client)
         return client
 
-    def redis(self) -> redis.Redis:
+    def redis(self) -> Redis:
         """A client of the key-store Redis, for looking at what the nodes wrote."""
-        return redis.Redis(host=LOOPBACK, port=self.redis_server.port, decode_responses=True)
+        return Redis(host=LOOPBACK, port=self.redis_server.port, decode_responses=True)
 
-    def pubsub_redis(self) -> redis.Redis:
+    def pubsub_redis(self) -> Redis:
         server = self.pubsub_server or self.redis_server
-        return redis.Redis(host=LOOPBACK, port=server.port, decode_responses=True)
+        return Redis(host=LOOPBACK, port=server.port, decode_responses=True)
 
     def members(self, room: str) -> set[str]:
         """Connection ids stored as members of ``room``."""
@@ -340,12 +340,12 @@ class RedisProxy:
                 sock.close()
 
 
-def forge_publish(client: redis.Redis, channel: str, data: bytes | str) -> int:
+def forge_publish(client: Redis, channel: str, data: bytes | str) -> int:
     """Publish raw bytes as if a node had; returns how many subscribers got them."""
     return int(client.publish(channel, data))
 
 
-def subscriber_channels(client: redis.Redis, node_id: str) -> int:
+def subscriber_channels(client: Redis, node_id: str) -> int:
     """How many channels the pub/sub connection of ``node_id`` is subscribed to."""
     for entry in client.client_list():
         if entry.get("name") == f"roomcast:{node_id}" and int(entry.get("sub", 0)) > 0:
