@@ -414,3 +414,22 @@ async def test_two_nodes_in_one_process_keep_their_own_rooms() -> None:
         alice = await first.connect()
         with pytest.raises(ConnectionNotFound):
             await second.api.chat_room.add_member(alice.id, "defaultRoom")
+
+
+async def test_a_name_param_is_kept_in_the_member_details_and_shown(node: TestNode) -> None:
+    alice = await node.connect()
+    await alice.verb("paramAdd", key="name", value="Alice")
+    await alice.verb("roomAdd", room="defaultRoom")
+    status = await node.api.chat_room.room_status("defaultRoom")
+    assert status["members"][alice.id] == {
+        "joinedAt": status["members"][alice.id]["joinedAt"],
+        "name": "Alice",
+        "id": alice.id,
+    }
+
+
+async def test_without_a_name_param_member_details_keep_their_default_keys(node: TestNode) -> None:
+    bob = await node.connect()
+    await bob.verb("roomAdd", room="defaultRoom")
+    status = await node.api.chat_room.room_status("defaultRoom")
+    assert set(status["members"][bob.id]) == {"joinedAt", "id"}

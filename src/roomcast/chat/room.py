@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("roomcast.chat")
 
 ROOM_DELETED = "this room has been deleted"
+#: Characters of a display name (the ``name`` param) kept in member details.
+DISPLAY_NAME_MAX = 64
 #: Seconds a node trusts that a room it saw still exists (see ``ChatRoom._room_exists``).
 ROOM_MEMORY = 1.0
 
@@ -141,12 +143,21 @@ class ChatRoom:
     # hooks -------------------------------------------------------------------------------
 
     def generate_member_details(self, connection: Connection) -> dict[str, Any]:
-        """What is stored for a member; default ``{"id", "joinedAt", "host"}``."""
-        return {"id": connection.id, "joinedAt": now_ms(), "host": self.node_id}
+        """What is stored for a member; default ``{"id", "joinedAt", "host"}``, plus
+        ``name`` when the connection has a ``name`` param (a display name)."""
+        details = {"id": connection.id, "joinedAt": now_ms(), "host": self.node_id}
+        name = connection.params.get("name")
+        if isinstance(name, str) and name:
+            details["name"] = name[:DISPLAY_NAME_MAX]
+        return details
 
     def sanitize_member_details(self, data: dict[str, Any]) -> dict[str, Any]:
-        """What ``room_status`` shows of a stored member; ``id`` is filled in afterwards."""
-        return {"joinedAt": data.get("joinedAt")}
+        """What ``room_status`` shows of a stored member (``joinedAt``, and ``name`` when
+        one was stored); ``id`` is filled in afterwards."""
+        shown = {"joinedAt": data.get("joinedAt")}
+        if "name" in data:
+            shown["name"] = data["name"]
+        return shown
 
     def generate_message_payload(self, message: dict[str, Any]) -> dict[str, Any]:
         """What clients receive; ``message`` is ``{"message", "sentAt", "connection"}``."""

@@ -24,6 +24,11 @@
  *   new RoomcastClient(options)
  *     options.url               WebSocket URL. Default `ws(s)://<location.host>/ws`.
  *                               A path ("/ws") or an http(s) URL is also accepted.
+ *                               An array of URLs means several servers: see urls.
+ *     options.urls              Several servers (an array of URLs as for `url`).
+ *                               The client starts with the first and each
+ *                               reconnect attempt moves on to the next, so a
+ *                               dead node's clients fail over to the others.
  *     options.apiUrl            Base URL for action() over HTTP while not connected.
  *                               Default: the url's origin + "/api".
  *     options.reconnect         Reconnect after an unexpected close. Default true.
@@ -63,6 +68,8 @@
  *   file(path, callback)               A file from the server's public directory.
  *   disconnect()                       Close the connection and stop reconnecting.
  *                                      Pending requests fail.
+ *   position(room)                     {offset, epoch} of the last chat message
+ *                                      seen in a room with history, or null.
  *   on(event, handler) / once(event, handler) / off(event[, handler]) /
  *   emit(event, ...args) / listenerCount(event)
  *     An EventEmitter. `addListener`, `removeListener` and
@@ -79,7 +86,10 @@
  * Properties (read only)
  *   id, fingerprint     Learnt from detailsView right after each (re)connect.
  *   rooms               Rooms this client is in, in join order. They are
- *                       re-joined after a reconnect.
+ *                       re-joined after a reconnect; a room with history is
+ *                       re-joined from the last offset and epoch seen, so
+ *                       the server replays what was missed.
+ *   url                 The server in use (or tried last).
  *   state               "disconnected" | "connecting" | "connected" | "reconnecting"
  *   welcomeMessage      The server's welcome text.
  *   details             The last detailsView data.
@@ -88,15 +98,30 @@
  *   connected     ()                   After every (re)connect, once id,
  *                                      fingerprint and rooms are known.
  *   disconnected  ({code, reason})     The connection that was up went down.
- *   reconnecting  ({attempt, delay})   A reconnect attempt is scheduled in
- *                                      `delay` ms.
- *   reconnect     ({attempt, rooms, failedRooms})
+ *   reconnecting  ({attempt, delay, url})
+ *                                      A reconnect attempt to `url` is
+ *                                      scheduled in `delay` ms.
+ *   reconnect     ({attempt, url, rooms, failedRooms})
  *                                      Reconnected, and `rooms` re-joined.
  *                                      Emitted right after `connected`.
+ *   recovered     (room, count)        A re-join resumed `room` with no gap:
+ *                                      the `count` missed messages follow as
+ *                                      `say` events, in order.
+ *   unrecovered   (room, count)        A re-join could not resume `room`'s
+ *                                      history (count is 0): some messages
+ *                                      were missed; reload what you show.
+ *   presence      (object)             {context: "presence", event: "join" |
+ *                                      "leave", room, id, details, at}, sent
+ *                                      by servers with presence events on
+ *                                      (no `details` on leave).
  *   message       (object)             Every object the server sends.
  *   welcome       (object)             {welcome, context: "api"}
  *   say           (object)             A chat message {message, room, from,
- *                                      context: "user", sentAt}.
+ *                                      context: "user", sentAt}, plus offset
+ *                                      and epoch in rooms with history. A
+ *                                      replayed message already seen (same
+ *                                      epoch, offset not past the last one)
+ *                                      is dropped, before any event.
  *   alert         (object)             A message with context "alert".
  *   api           (object)             Other context "api" messages, e.g.
  *                                      {status: "Bye!"}.
@@ -277,7 +302,12 @@
     var key;
     for (key in DEFAULTS) { this.options[key] = DEFAULTS[key]; }
     for (key in options || {}) { this.options[key] = options[key]; }
-    this.options.url = resolveUrl(this.options.url);
+    var urls = this.options.urls || this.options.url;
+    urls = Array.isArray(urls) ? urls : [urls];
+    if (urls.length === 0) { urls = [null]; }
+    this.options.urls = urls.map(resolveUrl);
+    this.options.url = this.options.urls[0];
+    this.url = this.options.url;
 
     this.id = null;
     this.fingerprint = null;
@@ -294,6 +324,8 @@
     this._wantOpen = false;      // connect() called and disconnect() not since
     this._everConnected = false;
     this._attempt = 0;           // reconnect attempts since the last success
+    this._urlIndex = 0;          // which of options.urls is in use
+    this._positions = Object.create(null);   // room -> {offset, epoch} last seen
     this._timer = null;
     this._byeReceived = false;
     this._onOnline = this._onOnline.bind(this);
@@ -362,10 +394,10 @@
     var Ctor = this.options.WebSocket || root.WebSocket;
     var socket;
     try {
-      socket = new Ctor(this.options.url);
+      socket = new Ctor(this.url);
     } catch (error) {
       // A bad URL or a missing WebSocket: retrying cannot help.
-      var failure = RoomcastError('cannot open ' + this.options.url + ': ' + errorText(error), 'protocol');
+      var failure = RoomcastError('cannot open ' + this.url + ': ' + errorText(error), 'protocol');
       var wasConnected = this.state === 'connected';
       this._wantOpen = false;
       this.state = 'disconnected';
@@ -413,7 +445,15 @@
     var attempt = this._attempt;
     var wanted = this.rooms.slice();
     var rejoins = wanted.map(function (room) {
-      return self._request({ event: 'roomAdd', room: room }, 'verb', true).then(function () {
+      var payload = { event: 'roomAdd', room: room };
+      var position = self._positions[room];
+      var onReply = null;
+      if (position) {
+        payload.since = position.offset;
+        payload.epoch = position.epoch;
+        onReply = function (reply) { self._recoveryReply(room, position.offset, reply); };
+      }
+      return self._request(payload, 'verb', true, onReply).then(function () {
         return null;
       }, function (error) {
         return startsWith(error.message, ALREADY_IN_ROOM) ? null : { room: room, error: error };
@@ -422,6 +462,7 @@
     Promise.all(rejoins).then(function (results) {
       var failures = results.filter(Boolean);
       if (socket !== self._socket) { return; }   // dropped meanwhile; _afterClose took over
+      failures.forEach(function (f) { self._forgetRoom(f.room); });
       return self._request({ event: 'detailsView' }, 'verb', true).then(function (reply) {
         self._learnDetails(reply.data);
         return reply;
@@ -440,6 +481,7 @@
         if (isReconnect) {
           self.emit('reconnect', {
             attempt: attempt,
+            url: self.url,
             rooms: self.rooms.slice(),
             failedRooms: failures.map(function (f) { return f.room; })
           });
@@ -464,6 +506,43 @@
     if (data.id !== undefined) { this.id = data.id; }
     if (data.fingerprint !== undefined) { this.fingerprint = data.fingerprint; }
     if (Array.isArray(data.rooms)) { this.rooms = data.rooms.slice(); }
+  };
+
+  // The reply to a re-join from a position: runs before the messages replayed
+  // behind it are handled, so they find the position where it should be.
+  RoomcastClient.prototype._recoveryReply = function (room, since, reply) {
+    if (reply.status !== 'OK') { return; }   // refused: the re-join reports it
+    var data = reply.data;
+    if (data && typeof data === 'object' && data.recovered === true) {
+      var count = typeof data.offset === 'number' && data.offset > since ? data.offset - since : 0;
+      this.emit('recovered', room, count);
+      return;
+    }
+    if (data && typeof data === 'object' && typeof data.epoch === 'string' && typeof data.offset === 'number') {
+      this._positions[room] = { offset: data.offset, epoch: data.epoch };
+    } else {
+      delete this._positions[room];   // this server keeps no history of the room
+    }
+    this.emit('unrecovered', room, 0);
+  };
+
+  /** {offset, epoch} of the last chat message seen in `room`, or null. */
+  RoomcastClient.prototype.position = function (room) {
+    var p = this._positions[room];
+    return p ? { offset: p.offset, epoch: p.epoch } : null;
+  };
+
+  // Record a chat message's position; false for a replayed message already seen.
+  RoomcastClient.prototype._observePosition = function (message) {
+    var offset = message.offset;
+    var epoch = message.epoch;
+    if (typeof offset !== 'number' || typeof epoch !== 'string' || typeof message.room !== 'string') {
+      return true;
+    }
+    var last = this._positions[message.room];
+    if (last && last.epoch === epoch && offset <= last.offset) { return false; }
+    this._positions[message.room] = { offset: offset, epoch: epoch };
+    return true;
   };
 
   RoomcastClient.prototype._afterClose = function (info) {
@@ -504,11 +583,14 @@
     var ceiling = Math.min(o.reconnectDelayMax, o.reconnectDelay * Math.pow(o.reconnectFactor, this._attempt - 1));
     var delay = Math.round(ceiling / 2 + Math.random() * ceiling / 2);
     this._clearTimer();
+    // Each attempt tries the next server: a dead node's clients move on.
+    this._urlIndex = (this._urlIndex + 1) % o.urls.length;
+    this.url = o.urls[this._urlIndex];
     this._timer = setTimeout(function () {
       self._timer = null;
       self._open();
     }, delay);
-    this.emit('reconnecting', { attempt: this._attempt, delay: delay });
+    this.emit('reconnecting', { attempt: this._attempt, delay: delay, url: this.url });
   };
 
   RoomcastClient.prototype._onOnline = function () {
@@ -555,10 +637,13 @@
 
   // Send `payload` with a fresh messageId; the Promise settles with the reply
   // carrying that id. `immediate` skips the outbox (used while configuring).
-  RoomcastClient.prototype._request = function (payload, kind, immediate) {
+  RoomcastClient.prototype._request = function (payload, kind, immediate, onReply) {
     var self = this;
     return new Promise(function (resolve, reject) {
-      var request = { payload: payload, kind: kind, resolve: resolve, reject: reject, timer: null, key: null };
+      var request = {
+        payload: payload, kind: kind, resolve: resolve, reject: reject, timer: null, key: null,
+        onReply: onReply || null
+      };
       var timeout = self.options.requestTimeout;
       if (timeout > 0) {
         request.timer = setTimeout(function () {
@@ -631,8 +716,11 @@
       this.emit('error', RoomcastError('unexpected message from the server: ' + data.slice(0, 200), 'protocol'));
       return;
     }
-    this.emit('message', message);
     var context = message.context;
+    if (context === 'user' && message.offset !== undefined && !this._observePosition(message)) {
+      return;   // replayed after a re-join, and already seen
+    }
+    this.emit('message', message);
     if (context === 'response') {
       this._resolveReply(message);
     } else if (context === 'user') {
@@ -640,6 +728,8 @@
         this._forgetRoom(message.room);   // the server removes us right after
       }
       this.emit('say', message);
+    } else if (context === 'presence') {
+      this.emit('presence', message);
     } else if (context === 'alert') {
       this.emit('alert', message);
     } else if (context === 'api') {
@@ -660,6 +750,9 @@
     if (!request) { return; }   // timed out already, or not ours
     this._pending.delete(key);
     clearTimeout(request.timer);
+    if (request.onReply) {
+      try { request.onReply(reply); } catch (e) { reportLater(e); }
+    }
     var error = replyError(request.kind, reply);
     if (error) { request.reject(error); } else { request.resolve(reply); }
   };
@@ -671,6 +764,7 @@
   RoomcastClient.prototype._forgetRoom = function (room) {
     var index = this.rooms.indexOf(room);
     if (index >= 0) { this.rooms.splice(index, 1); }
+    delete this._positions[room];
   };
 
   // Hand a request's outcome to a callback in the configured style, or return
@@ -722,7 +816,7 @@
     if (typeof fetch !== 'function') {
       return Promise.reject(RoomcastError('not connected', 'not-connected'));
     }
-    var url = (this.options.apiUrl || apiUrlFor(this.options.url)) + '/' + encodeURIComponent(name);
+    var url = (this.options.apiUrl || apiUrlFor(this.url)) + '/' + encodeURIComponent(name);
     var body = {};
     for (var key in params) {
       if (key !== 'action') { body[key] = params[key]; }
