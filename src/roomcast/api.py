@@ -58,6 +58,7 @@ class Api:
             starting_rooms=config.chat.starting_chat_rooms,
             connections=self.connections,
             cluster=self.cluster,
+            limits=config.limits,
         )
         self.connections.leave_rooms = self.chat_room.leave_all
         #: Connections with output queued this loop tick (see :class:`Outbox`).

@@ -7,12 +7,13 @@ import enum
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from roomcast import jsonwire
 from roomcast.hooks import call_hook
+from roomcast.limits import TokenBucket
 
 if TYPE_CHECKING:
     from roomcast.api import Api
@@ -59,6 +60,59 @@ class ConnectionRefused(Exception):
     """Create middleware refused a connection; ``str()`` is its message for the client."""
 
 
+class JoinedRooms:
+    """The rooms a connection is in, in join order, with O(1) membership tests.
+
+    Reads like the list it replaces (``room in rooms``, iteration, ``len``, ``rooms[0]``,
+    equality with a list of the same rooms in the same order); changes go through
+    :meth:`append` and :meth:`remove` (or :meth:`discard`).
+    """
+
+    __slots__ = ("_rooms",)
+
+    def __init__(self, rooms: Iterable[str] = ()) -> None:
+        self._rooms: dict[str, None] = dict.fromkeys(rooms)
+
+    def __contains__(self, room: object) -> bool:
+        return room in self._rooms
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rooms)
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def __getitem__(self, index: int) -> str:
+        return list(self._rooms)[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, JoinedRooms):
+            return list(self._rooms) == list(other._rooms)
+        if isinstance(other, list | tuple):
+            return list(self._rooms) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the list it replaces
+
+    def __repr__(self) -> str:
+        return repr(list(self._rooms))
+
+    def append(self, room: str) -> None:
+        """Add ``room`` last (a room already there keeps its place)."""
+        self._rooms[room] = None
+
+    def remove(self, room: str) -> None:
+        """Take ``room`` out; raises ``ValueError`` when it is not there, like a list."""
+        try:
+            del self._rooms[room]
+        except KeyError:
+            raise ValueError(f"{room!r} is not in the rooms") from None
+
+    def discard(self, room: str) -> None:
+        """Take ``room`` out if it is there."""
+        self._rooms.pop(room, None)
+
+
 class Connection:
     """A client of this node.
 
@@ -76,6 +130,8 @@ class Connection:
     __slots__ = (
         "__dict__",
         "__weakref__",
+        "_action_bucket",
+        "_say_bucket",
         "_tasks",
         "api",
         "connected_at",
@@ -109,13 +165,17 @@ class Connection:
         self.remote_ip = remote_ip
         self.remote_port = remote_port
         self.connected_at: int = int(time.time() * 1000)
-        self.rooms: list[str] = []
+        self.rooms = JoinedRooms()
         self.params: dict[str, Any] = {}
         self.message_count = 0
         self.total_actions = 0
         self.pending_actions = 0
         self.state = CONNECTING
         self._tasks: set[asyncio.Task[Any]] | None = None
+        # Token buckets of the say and action rates, made on first use (idle clients pay
+        # only these two pointers).
+        self._say_bucket: TokenBucket | None = None
+        self._action_bucket: TokenBucket | None = None
 
     def __repr__(self) -> str:
         return (
@@ -179,6 +239,24 @@ class Connection:
         """Wait (at most ``timeout`` s) for this connection's background work to finish."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
+
+    def may_say(self, rate: float, now: float) -> bool:
+        """Whether one more say fits ``rate`` per second (0: no limit) at time ``now``."""
+        if not rate:
+            return True
+        bucket = self._say_bucket
+        if bucket is None:
+            bucket = self._say_bucket = TokenBucket(rate, now)
+        return bucket.take(now)
+
+    def may_run_action(self, rate: float, now: float) -> bool:
+        """Whether one more action fits ``rate`` per second (0: no limit) at time ``now``."""
+        if not rate:
+            return True
+        bucket = self._action_bucket
+        if bucket is None:
+            bucket = self._action_bucket = TokenBucket(rate, now)
+        return bucket.take(now)
 
     def details(self) -> dict[str, Any]:
         """The ``detailsView`` data, in ActionHero's camelCase."""

@@ -18,7 +18,7 @@ class Status(Action):
                 "id": api.id,
                 "uptime": int((time.monotonic() - api.started_monotonic) * 1000),
                 "connections": len(api.connections),
-                "rooms": len(await api.chat_room.list()),
+                "rooms": await api.chat_room.count(),
                 "localRooms": len(api.chat_room.index),
             }
         )

@@ -56,39 +56,64 @@ LineEvent = Line | TooLong | NotUtf8 | Interrupt
 
 
 class LineSplitter:
-    """Feed bytes, get :data:`LineEvent` s; keeps the unterminated tail between feeds."""
+    """Feed bytes, get :data:`LineEvent` s; keeps the unterminated tail between feeds.
 
-    __slots__ = ("_buffer", "_skipping", "max_length")
+    Each feed scans only the bytes it is given: the unterminated tail waits in a
+    ``bytearray`` (appended to, never rescanned), so a line sent one byte at a time costs
+    O(1) per byte.
+    """
+
+    __slots__ = ("_pending", "_skipping", "max_length")
 
     def __init__(self, max_length: int) -> None:
         self.max_length = max_length
-        self._buffer = b""
+        self._pending: bytearray | None = None  # the unterminated tail; made on first use
         self._skipping = False  # inside an over-long line: drop bytes until its end
 
     def feed(self, data: bytes) -> list[LineEvent]:
         if data == _CTRL_D or _TELNET_IP in data:
             return [Interrupt()]
         events: list[LineEvent] = []
-        buffer = self._buffer + data if self._buffer else data
+        first = _LINE_END.search(data)
+        pending = self._pending
+        if first is None:  # no line ends here: the bytes only extend the tail
+            if not self._skipping:
+                if pending is None:
+                    pending = self._pending = bytearray()
+                pending += data
+                if len(pending) > self.max_length:
+                    events.append(TooLong(len(pending), self.max_length))
+                    pending.clear()
+                    self._skipping = True
+            return events
         start = 0
-        for match in _LINE_END.finditer(buffer):
+        if self._skipping:  # the over-long line ends here; its bytes were never kept
+            self._skipping = False
+            start = first.end()
+        elif pending:  # the tail kept so far and the start of ``data`` are one line
+            pending += data[: first.start()]
+            raw = bytes(pending)
+            pending.clear()
+            if len(raw) > self.max_length or not raw.isspace():
+                events.append(self._line(raw))
+            start = first.end()
+        for match in _LINE_END.finditer(data, start):
             end = match.start()
-            if self._skipping:
-                self._skipping = False
-            elif end > start:
-                raw = buffer[start:end]
+            if end > start:
+                raw = data[start:end]
                 # A blank line is no request: it gets no reply, so it takes no messageCount.
                 if len(raw) > self.max_length or not raw.isspace():
                     events.append(self._line(raw))
             start = match.end()
-        tail = buffer[start:]
-        if self._skipping:
-            tail = b""
-        elif len(tail) > self.max_length:
-            events.append(TooLong(len(tail), self.max_length))
-            tail = b""
-            self._skipping = True
-        self._buffer = tail
+        if start < len(data):
+            tail = data[start:]
+            if len(tail) > self.max_length:
+                events.append(TooLong(len(tail), self.max_length))
+                self._skipping = True
+            else:
+                if pending is None:
+                    pending = self._pending = bytearray()
+                pending += tail
         return events
 
     def _line(self, raw: bytes) -> LineEvent:
