@@ -79,7 +79,8 @@ class ChatRoom:
         self._store = cluster.store
         self._bus = cluster.bus
         # The embedded store is this node's alone: no other node can hear a room's channel,
-        # so a say is not published (it would only come back to us, to be dropped).
+        # so a say is not published (it would only come back to us, to be dropped) and
+        # room channels are not subscribed.
         self._publish = not cluster.embedded
         self._server_token = server_token
         # What was stored for each local membership, so a resync writes it unchanged.
@@ -291,7 +292,7 @@ class ChatRoom:
         self.index.add(room, connection)
         details = self.generate_member_details(connection)
         self._details[(room, connection.id)] = details
-        if not self._bus.settled(self._keys.room_channel(room), True):
+        if self._publish and not self._bus.settled(self._keys.room_channel(room), True):
             await self._sync_subscription(room)
         gate = self._member_writes
         if not gate.enter_now():
@@ -359,7 +360,7 @@ class ChatRoom:
             self._details.pop((room, connection.id), None)
             if self.index.remove(room, connection.id):
                 emptied[self._keys.room_channel(room)] = room
-        if emptied:
+        if emptied and self._publish:
             await self._bus.release(
                 list(emptied), lambda channel: self.index.has_members(emptied[channel])
             )
@@ -374,6 +375,8 @@ class ChatRoom:
             gate.leave()
 
     async def _sync_subscription(self, room: str) -> None:
+        if not self._publish:  # nothing is ever published on the embedded store's channels
+            return
         await self._bus.sync(
             self._keys.room_channel(room),
             self._on_room_message,
