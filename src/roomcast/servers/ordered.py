@@ -57,11 +57,23 @@ class OrderedRequests(asyncio.Protocol):
     def accept(self, count: int, request: Any) -> None:
         """Queue request number ``count``; it is answered after those before it."""
         self._queue.append((count, request))
-        if len(self._queue) > MAX_QUEUED and not self._paused and self._transport is not None:
-            self._paused = True
-            self._transport.pause_reading()
+        if len(self._queue) > MAX_QUEUED:
+            self.pause_reading()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run())
+
+    def pause_reading(self) -> None:
+        """Stop reading from the client until the worker has caught up."""
+        if not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def backlogged(self) -> bool:
+        """Whether bytes already read wait to be parsed (subclasses that parse lazily)."""
+        return False
+
+    def refill(self) -> None:
+        """Parse some of the bytes :meth:`backlogged` reports, accepting their requests."""
 
     async def process(self, count: int, request: Any) -> None:
         """Answer one request (subclasses)."""
@@ -95,9 +107,15 @@ class OrderedRequests(asyncio.Protocol):
                 except Exception:
                     log.exception("error answering %s", connection.id)
                 waiting = len(queue) - done
-                if self._paused and waiting < MAX_QUEUED // 2 and self._transport:
+                if not waiting and self.backlogged():
+                    del queue[:done]
+                    done = 0
+                    self.refill()
+                    waiting = len(queue)
+                if self._paused and waiting < MAX_QUEUED // 2 and not self.backlogged():
                     self._paused = False
-                    self._transport.resume_reading()
+                    if self._transport is not None:
+                        self._transport.resume_reading()
                 # Requests that never await I/O (a say on the embedded store) would
                 # otherwise hold the loop for the whole queue; one request alone pays
                 # nothing here.
