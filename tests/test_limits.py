@@ -393,3 +393,10 @@ def test_a_client_leaving_a_thousand_rooms_costs_one_batched_write(
     finally:
         store.close()
         node.stop()
+
+
+async def test_a_room_whose_name_is_now_invalid_can_still_be_destroyed(node):
+    name = "x" * 300  # stored before the name limit (written to the store directly)
+    await node.api.cluster.store.add_room(name)
+    await node.api.chat_room.destroy(name)
+    assert not await node.api.chat_room.exists(name)

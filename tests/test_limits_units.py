@@ -3,6 +3,7 @@ param checks, a connection's joined rooms, and the cost of cutting TCP lines."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 
@@ -151,17 +152,33 @@ def test_param_limits_of_0_are_off():
 # joined rooms ---------------------------------------------------------------------------
 
 
-def test_joined_rooms_keep_join_order_and_read_like_a_list():
+def test_joined_rooms_keep_join_order_and_are_a_list():
     rooms = JoinedRooms()
-    for room in ("b", "a", "c"):
+    for room in ("b", "a", "c", "a"):
         rooms.append(room)
     rooms.remove("a")
     assert rooms == ["b", "c"]
-    assert list(rooms) == ["b", "c"]
-    assert len(rooms) == 2
-    assert rooms[0] == "b"
+    assert isinstance(rooms, list)
+    assert json.dumps(rooms) == '["b", "c"]'
+    assert rooms[0] == "b" and len(rooms) == 2
     assert "c" in rooms and "a" not in rooms
-    assert repr(rooms) == "['b', 'c']"
+
+
+@pytest.mark.parametrize("size", [6, 20])
+def test_joined_rooms_membership_follows_every_change(size):
+    rooms = JoinedRooms(f"r{n}" for n in range(size))
+    rooms.remove("r1")
+    popped = rooms.pop()
+    rooms.insert(0, "first")
+    rooms.remove_all(["r0", "r2"])
+    rooms += ["late"]
+    del rooms[1:2]
+    expected = ["first", *(f"r{n}" for n in range(4, size - 1)), "late"]
+    assert rooms == expected and popped == f"r{size - 1}"
+    for room in [*expected, "r0", "r1", "r2", "r3", popped, "never"]:
+        assert (room in rooms) == (room in expected), room
+    rooms.clear()
+    assert "first" not in rooms and rooms == []
 
 
 def test_removing_a_room_that_is_not_joined_raises_value_error_like_a_list():

@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 from roomcast import jsonwire
 from roomcast.hooks import call_hook
@@ -60,57 +60,87 @@ class ConnectionRefused(Exception):
     """Create middleware refused a connection; ``str()`` is its message for the client."""
 
 
-class JoinedRooms:
-    """The rooms a connection is in, in join order, with O(1) membership tests.
+class JoinedRooms(list[str]):
+    """The rooms a connection is in, in join order: a ``list`` with O(1) membership tests.
 
-    Reads like the list it replaces (``room in rooms``, iteration, ``len``, ``rooms[0]``,
-    equality with a list of the same rooms in the same order); changes go through
-    :meth:`append` and :meth:`remove` (or :meth:`discard`).
+    It is a real list (JSON-encodes, compares, indexes and slices as one), holding each
+    room once: appending a room already there changes nothing. Past ``SMALL`` rooms it
+    keeps an index beside the list, so ``room in rooms`` stays O(1) for a connection in
+    thousands of rooms while the common connection in a few pays no more than a list.
     """
 
-    __slots__ = ("_rooms",)
+    __slots__ = ("_index",)
+    #: Up to this many rooms, a scan of the list is as quick as a lookup in an index.
+    SMALL = 8
 
     def __init__(self, rooms: Iterable[str] = ()) -> None:
-        self._rooms: dict[str, None] = dict.fromkeys(rooms)
+        super().__init__()
+        self._index: dict[str, None] | None = None
+        self.extend(rooms)
 
     def __contains__(self, room: object) -> bool:
-        return room in self._rooms
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._rooms)
-
-    def __len__(self) -> int:
-        return len(self._rooms)
-
-    def __getitem__(self, index: int) -> str:
-        return list(self._rooms)[index]
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, JoinedRooms):
-            return list(self._rooms) == list(other._rooms)
-        if isinstance(other, list | tuple):
-            return list(self._rooms) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, like the list it replaces
-
-    def __repr__(self) -> str:
-        return repr(list(self._rooms))
+        index = self._index
+        return list.__contains__(self, room) if index is None else room in index
 
     def append(self, room: str) -> None:
-        """Add ``room`` last (a room already there keeps its place)."""
-        self._rooms[room] = None
+        """Add ``room`` last, unless it is there already."""
+        if room in self:
+            return
+        list.append(self, room)
+        if self._index is not None:
+            self._index[room] = None
+        elif len(self) > self.SMALL:
+            self._index = dict.fromkeys(self)
+
+    def extend(self, rooms: Iterable[str]) -> None:
+        for room in rooms:
+            self.append(room)
+
+    def __iadd__(self, rooms: Iterable[str]) -> JoinedRooms:  # type: ignore[override,misc]
+        self.extend(rooms)
+        return self
+
+    def insert(self, position: SupportsIndex, room: str) -> None:
+        if room not in self:
+            list.insert(self, position, room)
+            self._reindex()
 
     def remove(self, room: str) -> None:
         """Take ``room`` out; raises ``ValueError`` when it is not there, like a list."""
-        try:
-            del self._rooms[room]
-        except KeyError:
-            raise ValueError(f"{room!r} is not in the rooms") from None
+        list.remove(self, room)
+        if self._index is not None:
+            del self._index[room]
 
     def discard(self, room: str) -> None:
         """Take ``room`` out if it is there."""
-        self._rooms.pop(room, None)
+        if room in self:
+            self.remove(room)
+
+    def remove_all(self, rooms: Iterable[str]) -> None:
+        """Take every room of ``rooms`` out at once (O(n), not O(n) per room)."""
+        gone = set(rooms)
+        self[:] = [room for room in self if room not in gone]
+
+    def pop(self, position: SupportsIndex = -1) -> str:
+        room = list.pop(self, position)
+        if self._index is not None:
+            del self._index[room]
+        return room
+
+    def clear(self) -> None:
+        list.clear(self)
+        self._index = None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        list.__setitem__(self, key, value)
+        self._reindex()
+
+    def __delitem__(self, key: Any) -> None:
+        list.__delitem__(self, key)
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._index = dict.fromkeys(self) if len(self) > self.SMALL else None
 
 
 class Connection:

@@ -4,6 +4,7 @@ HTTP calls held open on purpose."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 from roomcast import Action, ActionData
@@ -12,10 +13,20 @@ from roomcast import Action, ActionData
 #: watcher ("wall", which includes time the process was not scheduled at all on a busy
 #: machine) and the most CPU time the loop spent elsewhere meanwhile ("held": how long
 #: other work kept the loop, whatever else the machine was doing).
-LAG = {"wall": 0.0, "held": 0.0}
+LAG = {"wall": 0.0, "held": 0.0, "gc": 0.0}
 TICK = 0.005
 HELD = {"count": 0}
 RELEASE = asyncio.Event()
+
+
+def _time_collections(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _GC_START[0] = time.thread_time()
+    else:
+        LAG["gc"] = max(LAG["gc"], time.thread_time() - _GC_START[0])
+
+
+_GC_START = [0.0]
 
 
 async def _watch_loop_lag() -> None:
@@ -38,8 +49,9 @@ class LoopLag(Action):
     async def run(self, data: ActionData) -> None:
         data.response["wallMs"] = round(LAG["wall"] * 1000, 2)
         data.response["heldMs"] = round(LAG["held"] * 1000, 2)
+        data.response["gcMs"] = round(LAG["gc"] * 1000, 2)
         if data.params["reset"]:
-            LAG["wall"] = LAG["held"] = 0.0
+            LAG["wall"] = LAG["held"] = LAG["gc"] = 0.0
 
 
 class Hold(Action):
@@ -73,4 +85,5 @@ class Release(Action):
 
 
 async def initialize(api) -> None:  # type: ignore[no-untyped-def]
+    gc.callbacks.append(_time_collections)
     api.spawn(_watch_loop_lag())

@@ -20,7 +20,11 @@ def validate_room_name(name: str, max_length: int) -> None:
     """
     if not name:
         raise RoomRequired()
-    if not isinstance(name, str) or _REFUSED.search(name) is not None:
+    if not isinstance(name, str):
+        raise InvalidRoomName()
+    # A printable name has neither control characters nor surrogates: the regular
+    # expression is only for names with other non-printable characters (such as U+200D).
+    if not name.isprintable() and _REFUSED.search(name) is not None:
         raise InvalidRoomName()
     # A character is at most 4 bytes of UTF-8: a short name needs no encoding to measure.
     if max_length and len(name) * 4 > max_length and len(name.encode("utf-8")) > max_length:

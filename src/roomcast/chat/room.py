@@ -19,6 +19,7 @@ from roomcast.chat.errors import (
     AlreadyInRoom,
     ChatError,
     ConnectionNotFound,
+    InvalidRoomName,
     MessageTooLong,
     NotInRoom,
     RoomAndMessageRequired,
@@ -195,7 +196,10 @@ class ChatRoom:
         """Tell the room's members it is gone, remove them on every node, delete it."""
         if not room or not await self._store.room_exists(room):
             raise RoomNotFound()
-        await self.broadcast({}, room, ROOM_DELETED)
+        try:
+            await self.broadcast({}, room, ROOM_DELETED)
+        except InvalidRoomName:  # made before the name limits (or by a laxer node): still goes
+            log.warning("could not tell the members of %r that it is deleted", room)
         try:
             await self._cluster.call_all("chat.evict_room", room)
         except RpcTimeout:  # a node that died a moment ago; presence reaps its members
@@ -355,8 +359,8 @@ class ChatRoom:
                         "leave middleware on close of %s in %s: %s", connection.id, room, error
                     )
         emptied: dict[str, str] = {}  # channel -> room, for rooms with no local member left
+        connection.rooms.remove_all(rooms)
         for room in rooms:
-            connection.rooms.discard(room)
             self._details.pop((room, connection.id), None)
             if self.index.remove(room, connection.id):
                 emptied[self._keys.room_channel(room)] = room
