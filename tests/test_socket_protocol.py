@@ -331,13 +331,17 @@ def test_many_pipelined_lines_in_one_write_each_get_their_own_message_count(
     total = 3000  # well past the lines a connection may queue before reading pauses
     client = connect()
     lines = []
+    # One sticky param rewritten (max_params stays far away) and an action in ten lines
+    # (300 actions: within action_rate's burst of 400).
     for n in range(1, total + 1):
         if n % 3 == 1:
-            lines.append(f"paramAdd k{n}=v{n}")
+            lines.append(f"paramAdd k=v{n}")
         elif n % 3 == 2:
-            lines.append(f"paramView k{n - 1}")
-        else:
+            lines.append("paramView k")
+        elif n % 10 == 0:
             lines.append(f'{{"action":"echo","params":{{"n":{n}}}}}')
+        else:
+            lines.append("paramsView")
     client.send("\n".join(lines) + "\n")
     replies = {}
     for _ in lines:
@@ -354,8 +358,15 @@ def test_many_pipelined_lines_in_one_write_each_get_their_own_message_count(
                 "data": f"v{n - 1}",
                 "messageCount": n,
             }
-        else:
+        elif n % 10 == 0:
             assert reply == {"n": n, "context": "response", "messageCount": n}
+        else:
+            assert reply == {
+                "status": "OK",
+                "context": "response",
+                "data": {"k": f"v{n - 2}"},
+                "messageCount": n,
+            }
 
 
 def test_room_add_then_say_in_one_write_are_answered_in_order(connect: Connect) -> None:

@@ -63,6 +63,7 @@ class Api:
             connections=self.connections,
             cluster=self.cluster,
             stats=self.stats,
+            limits=config.limits,
         )
         self.connections.leave_rooms = self.chat_room.leave_all
         #: Connections with output queued this loop tick (see :class:`Outbox`).

@@ -7,12 +7,13 @@ import enum
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 from roomcast import jsonwire
 from roomcast.hooks import call_hook
+from roomcast.limits import TokenBucket
 from roomcast.protocol import replies
 
 if TYPE_CHECKING:
@@ -60,6 +61,89 @@ class ConnectionRefused(Exception):
     """Create middleware refused a connection; ``str()`` is its message for the client."""
 
 
+class JoinedRooms(list[str]):
+    """The rooms a connection is in, in join order: a ``list`` with O(1) membership tests.
+
+    It is a real list (JSON-encodes, compares, indexes and slices as one), holding each
+    room once: appending a room already there changes nothing. Past ``SMALL`` rooms it
+    keeps an index beside the list, so ``room in rooms`` stays O(1) for a connection in
+    thousands of rooms while the common connection in a few pays no more than a list.
+    """
+
+    __slots__ = ("_index",)
+    #: Up to this many rooms, a scan of the list is as quick as a lookup in an index.
+    SMALL = 8
+
+    def __init__(self, rooms: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._index: dict[str, None] | None = None
+        self.extend(rooms)
+
+    def __contains__(self, room: object) -> bool:
+        index = self._index
+        return list.__contains__(self, room) if index is None else room in index
+
+    def append(self, room: str) -> None:
+        """Add ``room`` last, unless it is there already."""
+        if room in self:
+            return
+        list.append(self, room)
+        if self._index is not None:
+            self._index[room] = None
+        elif len(self) > self.SMALL:
+            self._index = dict.fromkeys(self)
+
+    def extend(self, rooms: Iterable[str]) -> None:
+        for room in rooms:
+            self.append(room)
+
+    def __iadd__(self, rooms: Iterable[str]) -> JoinedRooms:  # type: ignore[override,misc]
+        self.extend(rooms)
+        return self
+
+    def insert(self, position: SupportsIndex, room: str) -> None:
+        if room not in self:
+            list.insert(self, position, room)
+            self._reindex()
+
+    def remove(self, room: str) -> None:
+        """Take ``room`` out; raises ``ValueError`` when it is not there, like a list."""
+        list.remove(self, room)
+        if self._index is not None:
+            del self._index[room]
+
+    def discard(self, room: str) -> None:
+        """Take ``room`` out if it is there."""
+        if room in self:
+            self.remove(room)
+
+    def remove_all(self, rooms: Iterable[str]) -> None:
+        """Take every room of ``rooms`` out at once (O(n), not O(n) per room)."""
+        gone = set(rooms)
+        self[:] = [room for room in self if room not in gone]
+
+    def pop(self, position: SupportsIndex = -1) -> str:
+        room = list.pop(self, position)
+        if self._index is not None:
+            del self._index[room]
+        return room
+
+    def clear(self) -> None:
+        list.clear(self)
+        self._index = None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        list.__setitem__(self, key, value)
+        self._reindex()
+
+    def __delitem__(self, key: Any) -> None:
+        list.__delitem__(self, key)
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._index = dict.fromkeys(self) if len(self) > self.SMALL else None
+
+
 class Connection:
     """A client of this node.
 
@@ -77,6 +161,8 @@ class Connection:
     __slots__ = (
         "__dict__",
         "__weakref__",
+        "_action_bucket",
+        "_say_bucket",
         "_tasks",
         "api",
         "connected_at",
@@ -110,13 +196,17 @@ class Connection:
         self.remote_ip = remote_ip
         self.remote_port = remote_port
         self.connected_at: int = int(time.time() * 1000)
-        self.rooms: list[str] = []
+        self.rooms = JoinedRooms()
         self.params: dict[str, Any] = {}
         self.message_count = 0
         self.total_actions = 0
         self.pending_actions = 0
         self.state = CONNECTING
         self._tasks: set[asyncio.Task[Any]] | None = None
+        # Token buckets of the say and action rates, made on first use (idle clients pay
+        # only these two pointers).
+        self._say_bucket: TokenBucket | None = None
+        self._action_bucket: TokenBucket | None = None
 
     def __repr__(self) -> str:
         return (
@@ -178,6 +268,24 @@ class Connection:
         """Wait (at most ``timeout`` s) for this connection's background work to finish."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
+
+    def may_say(self, rate: float, now: float) -> bool:
+        """Whether one more say fits ``rate`` per second (0: no limit) at time ``now``."""
+        if not rate:
+            return True
+        bucket = self._say_bucket
+        if bucket is None:
+            bucket = self._say_bucket = TokenBucket(rate, now)
+        return bucket.take(now)
+
+    def may_run_action(self, rate: float, now: float) -> bool:
+        """Whether one more action fits ``rate`` per second (0: no limit) at time ``now``."""
+        if not rate:
+            return True
+        bucket = self._action_bucket
+        if bucket is None:
+            bucket = self._action_bucket = TokenBucket(rate, now)
+        return bucket.take(now)
 
     def details(self) -> dict[str, Any]:
         """The ``detailsView`` data, in ActionHero's camelCase."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from roomcast.actions.errors import ActionError
 from roomcast.chat.errors import ChatError
+from roomcast.limits import TOO_FAST, params_error
 from roomcast.protocol import replies
 from roomcast.protocol.requests import ActionRequest, InvalidRequest, Request, VerbRequest
 from roomcast.verbs import VerbError, run_verb
@@ -23,8 +25,18 @@ log = logging.getLogger("roomcast.dispatch")
 async def answer(
     connection: Connection, request: Request, message_count: int, message_id: Any = None
 ) -> dict[str, Any]:
-    """Run a verb, action or invalid request and return the reply to send."""
+    """Run a verb, action or invalid request and return the reply to send.
+
+    This is where ``say_rate`` and ``action_rate`` apply (to persistent connections: HTTP
+    calls actions without coming here): a request over the rate is answered with
+    ``you are sending too fast``, never dropped.
+    """
     if isinstance(request, VerbRequest):
+        if request.verb == "say" and not connection.may_say(
+            connection.api.config.limits.say_rate, time.monotonic()
+        ):
+            connection.api.stats.rate_limited += 1
+            return replies.verb_failed(TOO_FAST, message_count, message_id)
         try:
             data = await run_verb(connection, request.verb, request.args)
         except (ChatError, VerbError, ActionError) as error:
@@ -37,7 +49,17 @@ async def answer(
             )
         return replies.verb_ok(data, message_count, message_id)
     if isinstance(request, ActionRequest):
-        params = dict(connection.params) if request.params is None else request.params
+        limits = connection.api.config.limits
+        if not connection.may_run_action(limits.action_rate, time.monotonic()):
+            connection.api.stats.rate_limited += 1
+            return replies.action_reply({"error": TOO_FAST}, message_count, message_id)
+        if request.params is None:
+            params = dict(connection.params)
+        else:
+            params = request.params
+            refusal = params_error(params, limits.max_params, limits.max_param_length)
+            if refusal is not None:
+                return replies.action_reply({"error": refusal}, message_count, message_id)
         response = await connection.api.actions.run(connection, request.action, params)
         return replies.action_reply(response, message_count, message_id)
     if isinstance(request, InvalidRequest):

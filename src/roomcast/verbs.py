@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from roomcast.limits import params_error, too_many_params
 from roomcast.protocol.requests import VERBS
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ async def run_verb(connection: Connection, verb: str, args: Mapping[str, Any]) -
     if verb in ("paramAdd", "paramView", "paramDelete") and not key:
         raise VerbError("a param key is required")
     if verb == "paramAdd":
-        connection.params[str(key)] = args.get("value")
+        _add_param(connection, str(key), args.get("value"))
         return None
     if verb == "paramView":
         return connection.params.get(str(key))
@@ -57,6 +58,18 @@ async def run_verb(connection: Connection, verb: str, args: Mapping[str, Any]) -
         connection.params.pop(str(key), None)
         return None
     raise VerbError(f"unknown verb ({verb})")
+
+
+def _add_param(connection: Connection, key: str, value: Any) -> None:
+    """Store a sticky param, within ``max_params`` and ``max_param_length``."""
+    limits = connection.api.config.limits
+    params = connection.params
+    if limits.max_params and key not in params and len(params) >= limits.max_params:
+        raise VerbError(too_many_params(limits.max_params))
+    error = params_error({key: value}, 0, limits.max_param_length)
+    if error is not None:
+        raise VerbError(error)
+    params[key] = value
 
 
 def _text(value: Any) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from roomcast.actions.action import Action, ActionData
+from roomcast.cluster.errors import REDIS_DOWN
 
 
 class Status(Action):
@@ -18,10 +20,17 @@ class Status(Action):
                 "id": api.id,
                 "uptime": int((time.monotonic() - api.started_monotonic) * 1000),
                 "connections": len(api.connections),
-                "rooms": len(await api.chat_room.list()),
+                "rooms": None,
                 "localRooms": len(api.chat_room.index),
             }
         )
+        # What this node knows keeps being answered while Redis is away; only the
+        # cluster-wide room count needs it.
+        try:
+            async with asyncio.timeout(2.0):
+                data.response["rooms"] = await api.chat_room.count()
+        except (*REDIS_DOWN, TimeoutError) as error:
+            data.response["redisError"] = str(error) or type(error).__name__
 
 
 class RoomExists(Exception):

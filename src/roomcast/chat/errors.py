@@ -39,6 +39,26 @@ class ConnectionNotFound(ChatError):
         super().__init__("connection not found")
 
 
+class InvalidRoomName(ChatError):
+    def __init__(self) -> None:
+        super().__init__("invalid room name")
+
+
+class TooManyRooms(ChatError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"too many rooms ({limit} max)")
+
+
+class RoomLimitReached(ChatError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"room limit reached ({limit} rooms)")
+
+
+class MessageTooLong(ChatError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message is too long ({size} > {limit} bytes)")
+
+
 class RemoteError(ChatError):
     """An error raised on another node, carried back by RPC with its message unchanged."""
 
@@ -61,6 +81,10 @@ WIRE_ERRORS = WireErrors(
         NotInRoom,
         ConnectionNotFound,
         RpcTimeout,
+        InvalidRoomName,
+        TooManyRooms,
+        RoomLimitReached,
+        MessageTooLong,
     ),
 )
 

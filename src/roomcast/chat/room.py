@@ -19,17 +19,24 @@ from roomcast.chat.errors import (
     AlreadyInRoom,
     ChatError,
     ConnectionNotFound,
+    InvalidRoomName,
+    MessageTooLong,
     NotInRoom,
     RoomAndMessageRequired,
+    RoomLimitReached,
     RoomNotFound,
     RoomRequired,
     RpcTimeout,
+    TooManyRooms,
 )
 from roomcast.chat.middleware import ChatMiddleware, ChatMiddlewareChain
+from roomcast.chat.names import validate_room_name
 from roomcast.chat.room_index import RoomIndex
 from roomcast.cluster.dropped import DropLog
 from roomcast.cluster.envelope import EnvelopeError, derive_key, open_envelope, seal
 from roomcast.cluster.errors import REDIS_DOWN
+from roomcast.config import LimitsSettings
+from roomcast.limits import encoded_size_over
 from roomcast.metrics import NodeStats
 
 if TYPE_CHECKING:
@@ -64,10 +71,13 @@ class ChatRoom:
         starting_rooms: Iterable[str],
         connections: Connections,
         cluster: Cluster,
+        limits: LimitsSettings | None = None,
         stats: NodeStats | None = None,
     ) -> None:
         self.node_id = node_id
         self.stats = stats or NodeStats()
+        # Room names, rooms per connection, rooms in the cluster, message size.
+        self._limits = limits or LimitsSettings()
         self.index = RoomIndex()
         self.middleware = ChatMiddlewareChain()
         self._starting_rooms = list(starting_rooms)
@@ -77,7 +87,8 @@ class ChatRoom:
         self._store = cluster.store
         self._bus = cluster.bus
         # The embedded store is this node's alone: no other node can hear a room's channel,
-        # so a say is not published (it would only come back to us, to be dropped).
+        # so a say is not published (it would only come back to us, to be dropped) and
+        # room channels are not subscribed.
         self._publish = not cluster.embedded
         # What was stored for each local membership, so a resync writes it unchanged.
         self._details: dict[tuple[str, str], dict[str, Any]] = {}
@@ -98,7 +109,7 @@ class ChatRoom:
         for room in self._starting_rooms:
             try:
                 await self.add(room)
-            except REDIS_DOWN as error:
+            except (ChatError, *REDIS_DOWN) as error:
                 log.error("could not create starting room %s: %s", room, error)
 
     async def resync(self) -> None:
@@ -174,11 +185,25 @@ class ChatRoom:
     async def list(self) -> list[str]:
         return await self._store.list_rooms()
 
+    async def count(self) -> int:
+        """How many rooms the cluster has (one Redis command, whatever the number)."""
+        return await self._store.count_rooms()
+
     async def add(self, room: str) -> int:
-        """Create ``room``: 1 when created, 0 when it already existed."""
-        if not room:
-            raise RoomRequired()
-        return await self._store.add_room(room)
+        """Create ``room``: 1 when created, 0 when it already existed.
+
+        Raises :class:`RoomLimitReached` when a new room would make more than
+        ``max_rooms`` (concurrent creations racing for the last places may pass it by
+        a few; the limit guards memory, not an exact count).
+        """
+        validate_room_name(room, self._limits.room_name_max_length)
+        max_rooms = self._limits.max_rooms
+        if not max_rooms:
+            return await self._store.add_room(room)
+        added = await self._store.add_room_below(room, max_rooms)
+        if added is None:
+            raise RoomLimitReached(max_rooms)
+        return added
 
     async def exists(self, room: str) -> bool:
         return await self._store.room_exists(room)
@@ -187,7 +212,10 @@ class ChatRoom:
         """Tell the room's members it is gone, remove them on every node, delete it."""
         if not room or not await self._store.room_exists(room):
             raise RoomNotFound()
-        await self.broadcast({}, room, ROOM_DELETED)
+        try:
+            await self.broadcast({}, room, ROOM_DELETED)
+        except InvalidRoomName:  # made before the name limits (or by a laxer node): still goes
+            log.warning("could not tell the members of %r that it is deleted", room)
         try:
             await self._cluster.call_all("chat.evict_room", room)
         except RpcTimeout:  # a node that died a moment ago; presence reaps its members
@@ -237,6 +265,7 @@ class ChatRoom:
 
     async def add_member(self, connection_id: str, room: str) -> bool:
         """Add a connection of any node to ``room``; True, or the owning node's error."""
+        validate_room_name(room, self._limits.room_name_max_length)
         connection = self._connections.get(connection_id)
         if connection is None:
             result = await self._cluster.call(
@@ -256,10 +285,12 @@ class ChatRoom:
         return await self._remove_local_member(connection, room)
 
     async def _add_local_member(self, connection: Connection, room: str) -> bool:
-        if not room:
-            raise RoomRequired()
+        """Join ``room`` (a name already validated); checks and awaits, then records it."""
         if room in connection.rooms:
             raise AlreadyInRoom(room)
+        max_rooms = self._limits.max_rooms_per_connection
+        if max_rooms and len(connection.rooms) >= max_rooms:
+            raise TooManyRooms(max_rooms)
         # A room seen less than ROOM_MEMORY s ago is trusted without a call (a burst of
         # joins); otherwise _room_exists asks Redis.
         if self._rooms_seen.get(room, 0.0) <= time.monotonic() and not await self._room_exists(
@@ -275,17 +306,21 @@ class ChatRoom:
             raise ConnectionNotFound()
         if room in connection.rooms:
             raise AlreadyInRoom(room)
+        if max_rooms and len(connection.rooms) >= max_rooms:
+            raise TooManyRooms(max_rooms)  # concurrent joins filled the last places
         connection.rooms.append(room)
         self.index.add(room, connection)
         details = self.generate_member_details(connection)
         self._details[(room, connection.id)] = details
-        if not self._bus.settled(self._keys.room_channel(room), True):
+        if self._publish and not self._bus.settled(self._keys.room_channel(room), True):
             await self._sync_subscription(room)
         gate = self._member_writes
         if not gate.enter_now():
             await gate.enter()
         try:
             await self._store.add_member(room, connection.id, self.node_id, details)
+            if room not in connection.rooms:  # left (or closed) while the write was queued
+                await self._store.remove_member(room, connection.id, self.node_id)
         except REDIS_DOWN as error:
             self._store_failed(f"member {connection.id} of {room} not stored", error)
         finally:
@@ -327,16 +362,45 @@ class ChatRoom:
         log.debug("%s left %s", connection.id, room)
 
     async def leave_all(self, connection: Connection) -> None:
-        """Take a closing connection out of every room; leave middleware runs but can't refuse."""
-        for room in list(connection.rooms):
-            try:
-                await self._remove_local_member(connection, room)
-            except Exception as error:
-                log.debug("leave of %s on close: %s", room, error)
-                if room in connection.rooms:
-                    await self.forget_local_member(connection, room)
+        """Take a closing connection out of every room; leave middleware runs but can't refuse.
+
+        However many rooms it was in, the store gets one batched write and the bus one
+        unsubscribe (for the rooms it was this node's last member of).
+        """
+        rooms = list(connection.rooms)
+        if not rooms:
+            return
+        if self.middleware.leave:
+            for room in rooms:
+                try:
+                    await self.middleware.run_leave(connection, room)
+                except Exception as error:
+                    log.debug(
+                        "leave middleware on close of %s in %s: %s", connection.id, room, error
+                    )
+        emptied: dict[str, str] = {}  # channel -> room, for rooms with no local member left
+        connection.rooms.remove_all(rooms)
+        for room in rooms:
+            self._details.pop((room, connection.id), None)
+            if self.index.remove(room, connection.id):
+                emptied[self._keys.room_channel(room)] = room
+        if emptied and self._publish:
+            await self._bus.release(
+                list(emptied), lambda channel: self.index.has_members(emptied[channel])
+            )
+        gate = self._member_writes
+        if not gate.enter_now():
+            await gate.enter()
+        try:
+            await self._store.remove_memberships(connection.id, self.node_id, rooms)
+        except REDIS_DOWN as error:
+            self._store_failed(f"{len(rooms)} memberships of {connection.id} not removed", error)
+        finally:
+            gate.leave()
 
     async def _sync_subscription(self, room: str) -> None:
+        if not self._publish:  # nothing is ever published on the embedded store's channels
+            return
         await self._bus.sync(
             self._keys.room_channel(room),
             self._on_room_message,
@@ -344,6 +408,7 @@ class ChatRoom:
         )
 
     async def _rpc_add_member(self, connection_id: str, room: str) -> bool:
+        validate_room_name(room, self._limits.room_name_max_length)  # the caller may differ
         return await self._add_local_member(self._local_connection(connection_id), room)
 
     async def _rpc_remove_member(self, connection_id: str, room: str) -> bool:
@@ -368,12 +433,24 @@ class ChatRoom:
     # messages ----------------------------------------------------------------------------
 
     async def broadcast(self, connection: Any, room: str, message: Any) -> None:
-        """Send ``message`` from ``connection`` (real or mock) to every member of ``room``."""
+        """Send ``message`` from ``connection`` (real or mock) to every member of ``room``.
+
+        Raises :class:`MessageTooLong` when the message, JSON-encoded, is over
+        ``max_message_length`` (checked before any middleware runs), or when the payload
+        ``on_say_receive`` middleware returns has grown past it.
+        """
         if not room or message is None or message == "":
             raise RoomAndMessageRequired()
+        limits = self._limits
+        validate_room_name(room, limits.room_name_max_length)
         rooms = _field(connection, "rooms")
         if rooms is not None and room not in rooms:
             raise NotInRoom(room)
+        max_length = limits.max_message_length
+        if max_length:
+            size = encoded_size_over(message, max_length)
+            if size is not None:
+                raise MessageTooLong(size, max_length)
         sender = _field(connection, "id")
         if sender is None:
             sender = 0
@@ -384,9 +461,24 @@ class ChatRoom:
             "connection": {"id": sender, "room": room},
         }
         payload = self.generate_message_payload(envelope)
-        payload = await self.middleware.run_on_say_receive(connection, room, payload)
+        if not self.middleware.on_say_receive:
+            data = jsonwire.dumps(payload)
+        elif not max_length:
+            payload = await self.middleware.run_on_say_receive(connection, room, payload)
+            data = jsonwire.dumps(payload)
+        else:
+            # What the payload adds around its message (its encoding with an empty
+            # message, less the 2 bytes of ""): whatever the middleware's payload encodes
+            # to beyond that counts as message.
+            shell = dict(payload)
+            if "message" in shell:
+                shell["message"] = ""
+            frame_size = len(jsonwire.dumps(shell)) - (2 if "message" in shell else 0)
+            payload = await self.middleware.run_on_say_receive(connection, room, payload)
+            data = jsonwire.dumps(payload)
+            if len(data) - frame_size > max_length:
+                raise MessageTooLong(len(data) - frame_size, max_length)
         self.stats.messages_received += 1
-        data = jsonwire.dumps(payload)
         await self.deliver_local(room, payload, data)
         if self._publish:
             channel = self._keys.room_channel(room)

@@ -142,6 +142,18 @@ class Bus:
                 del self._handlers[channel]
                 await self._send("unsubscribe", channel)
 
+    async def release(self, channels: list[str], wanted: Callable[[str], bool]) -> None:
+        """Unsubscribe each of ``channels`` that ``wanted(channel)`` no longer wants, all
+        in one command (a connection leaving many rooms at once)."""
+        if not any(channel in self._handlers for channel in channels):
+            return
+        async with self._locked():
+            gone = [c for c in channels if c in self._handlers and not wanted(c)]
+            for channel in gone:
+                del self._handlers[channel]
+            if gone:
+                await self._send("unsubscribe", *gone)
+
     @contextlib.asynccontextmanager
     async def _locked(self) -> AsyncIterator[None]:
         async with self._lock:
@@ -156,7 +168,7 @@ class Bus:
         if self._rebuild_reason is None:
             self._rebuild_reason = reason
 
-    async def _send(self, command: str, channel: str) -> None:
+    async def _send(self, command: str, *channels: str) -> None:
         """(Un)subscribe on the live subscriber; if that fails, have it rebuilt.
 
         redis-py may reconnect a subscriber by itself and replays only the subscriptions
@@ -167,9 +179,10 @@ class Bus:
         if pubsub is None:
             return  # the reader subscribes everything when it reconnects
         try:
-            await getattr(pubsub, command)(channel)
+            await getattr(pubsub, command)(*channels)
         except REDIS_DOWN as error:
-            self.rebuild(f"{command} {channel} failed ({error})")
+            named = channels[0] if len(channels) == 1 else f"{len(channels)} channels"
+            self.rebuild(f"{command} {named} failed ({error})")
 
     async def _open(self) -> None:
         """Install a new subscriber, subscribed to every channel that has a handler.

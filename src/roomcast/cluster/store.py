@@ -82,6 +82,27 @@ class Store:
         """Add ``room``; 1 when created, 0 when it already existed."""
         return int(await self.redis.sadd(self.keys.rooms, room))
 
+    async def add_room_below(self, room: str, max_rooms: int) -> int | None:
+        """Add ``room`` unless that would make more than ``max_rooms`` rooms: 1 when
+        created, 0 when it already existed, None when the limit refused it.
+
+        The count is read before the write, so creations racing for the last places may
+        pass the limit by as many as race.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sismember(self.keys.rooms, room)
+            pipe.scard(self.keys.rooms)
+            exists, count = await pipe.execute()
+        if exists:
+            return 0
+        if count >= max_rooms:
+            return None
+        return int(await self.redis.sadd(self.keys.rooms, room))
+
+    async def count_rooms(self) -> int:
+        """How many rooms exist (``SCARD``: the same cost for ten rooms or a million)."""
+        return int(await self.redis.scard(self.keys.rooms))
+
     async def remove_room(self, room: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.srem(self.keys.rooms, room)
@@ -119,6 +140,22 @@ class Store:
                 ("SREM", self.keys.node_members(node_id), f"{connection_id} {room}"),
             )
         )
+
+    async def remove_memberships(self, connection_id: str, node_id: str, rooms: list[str]) -> None:
+        """Remove one connection from every room of ``rooms``, all in one batched write."""
+        if not rooms:
+            return
+        commands: list[Command] = [
+            ("HDEL", self.keys.members(room), connection_id) for room in rooms
+        ]
+        commands.append(
+            (
+                "SREM",
+                self.keys.node_members(node_id),
+                *(f"{connection_id} {room}" for room in rooms),
+            )
+        )
+        await self._member_writes.submit(tuple(commands))
 
     # presence ----------------------------------------------------------------------------
 

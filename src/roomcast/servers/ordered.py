@@ -2,13 +2,16 @@
 
 The socket and WebSocket protocols share this: parsed requests wait in a short list, and
 a task answers them one after another. The task exists only while there is work, so an
-idle client costs no task, and reading pauses while too many requests wait.
+idle client costs no task, and reading pauses while too many requests wait. A client with
+many requests queued hands the event loop back every ``TIME_SLICE`` seconds, so other
+clients are served while it is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from roomcast.connection import ConnectionRefused
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("roomcast.servers")
 
 MAX_QUEUED = 256  # requests waiting per connection before we stop reading from it
+#: Seconds one client's worker may run its queued requests before it lets others run.
+TIME_SLICE = 0.002
 
 
 class OrderedRequests(asyncio.Protocol):
@@ -52,11 +57,23 @@ class OrderedRequests(asyncio.Protocol):
     def accept(self, count: int, request: Any) -> None:
         """Queue request number ``count``; it is answered after those before it."""
         self._queue.append((count, request))
-        if len(self._queue) > MAX_QUEUED and not self._paused and self._transport is not None:
-            self._paused = True
-            self._transport.pause_reading()
+        if len(self._queue) > MAX_QUEUED:
+            self.pause_reading()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run())
+
+    def pause_reading(self) -> None:
+        """Stop reading from the client until the worker has caught up."""
+        if not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def backlogged(self) -> bool:
+        """Whether bytes already read wait to be parsed (subclasses that parse lazily)."""
+        return False
+
+    def refill(self) -> None:
+        """Parse some of the bytes :meth:`backlogged` reports, accepting their requests."""
 
     async def process(self, count: int, request: Any) -> None:
         """Answer one request (subclasses)."""
@@ -75,13 +92,38 @@ class OrderedRequests(asyncio.Protocol):
 
     async def _run(self) -> None:
         connection = self.connection
-        while self._queue and connection.open:
-            count, request = self._queue.pop(0)
-            try:
-                await self.process(count, request)
-            except Exception:
-                log.exception("error answering %s", connection.id)
-            if self._paused and len(self._queue) < MAX_QUEUED // 2 and self._transport:
-                self._paused = False
-                self._transport.resume_reading()
+        queue = self._queue
+        clock = time.perf_counter
+        slice_start = clock()
+        # Answered requests stay at the head of ``queue`` until the slice ends and are
+        # dropped together: popping the head one by one would cost O(n) each.
+        done = 0
+        try:
+            while done < len(queue) and connection.open:
+                count, request = queue[done]
+                done += 1
+                try:
+                    await self.process(count, request)
+                except Exception:
+                    log.exception("error answering %s", connection.id)
+                waiting = len(queue) - done
+                if not waiting and self.backlogged():
+                    del queue[:done]
+                    done = 0
+                    self.refill()
+                    waiting = len(queue)
+                if self._paused and waiting < MAX_QUEUED // 2 and not self.backlogged():
+                    self._paused = False
+                    if self._transport is not None:
+                        self._transport.resume_reading()
+                # Requests that never await I/O (a say on the embedded store) would
+                # otherwise hold the loop for the whole queue; one request alone pays
+                # nothing here.
+                if waiting and clock() - slice_start > TIME_SLICE:
+                    del queue[:done]
+                    done = 0
+                    await asyncio.sleep(0)
+                    slice_start = clock()
+        finally:
+            del queue[:done]
         self._worker = None  # an idle client keeps no finished task alive

@@ -25,7 +25,7 @@ from roomcast.protocol.socket_lines import (
     TooLong,
     parse_line,
 )
-from roomcast.servers.ordered import OrderedRequests
+from roomcast.servers.ordered import MAX_QUEUED, OrderedRequests
 from roomcast.servers.stream_connection import StreamConnection
 
 if TYPE_CHECKING:
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("roomcast.tcp")
 
 _GOODBYE = jsonwire.dumps(replies.GOODBYE) + b"\r\n"
+#: Bytes of one read cut into lines at a time. A read of many small pipelined lines is
+#: parsed a slice at a time as the client's worker catches up, never all in one callback.
+PARSE_SLICE = 4096
 
 
 @functools.lru_cache(maxsize=8)
@@ -71,7 +74,7 @@ class SocketProtocol(OrderedRequests):
     """
 
     # Slots and a plain list keep an idle client to a few hundred bytes of Python objects.
-    __slots__ = ("_splitter", "_transport", "api", "connection")
+    __slots__ = ("_splitter", "_transport", "_unparsed", "api", "connection")
 
     def __init__(self, api: Api) -> None:
         super().__init__()
@@ -79,6 +82,7 @@ class SocketProtocol(OrderedRequests):
         self.connection: SocketConnection | None = None
         self._splitter = LineSplitter(api.config.socket.max_data_length)
         self._transport: asyncio.Transport | None = None
+        self._unparsed: memoryview | None = None  # the rest of a read, parsed as we go
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -96,6 +100,37 @@ class SocketProtocol(OrderedRequests):
         connection = self.connection
         if connection is None or connection.destroyed:
             return
+        if self._unparsed is not None:  # read before the pause took effect: keep the order
+            self._unparsed = memoryview(bytes(self._unparsed) + data)
+        elif len(data) <= PARSE_SLICE:
+            self._parse(data)
+            return
+        else:
+            self._unparsed = memoryview(data)
+        self.refill()
+
+    def backlogged(self) -> bool:
+        return self._unparsed is not None
+
+    def refill(self) -> None:
+        """Parse slices of the unparsed bytes until enough requests wait or none is left;
+        reading stays paused while some are left."""
+        view = self._unparsed
+        if view is None:
+            return
+        at, size = 0, len(view)
+        while at < size and len(self._queue) < MAX_QUEUED:
+            self._parse(bytes(view[at : at + PARSE_SLICE]))
+            at += PARSE_SLICE
+        if at < size:
+            self._unparsed = view[at:]
+            self.pause_reading()
+        else:
+            self._unparsed = None
+
+    def _parse(self, data: bytes) -> None:
+        connection = self.connection
+        assert connection is not None
         for event in self._splitter.feed(data):
             connection.message_count += 1
             self.accept(connection.message_count, event)

@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from roomcast import jsonwire
-from roomcast.actions.errors import ActionError
+from roomcast.actions.errors import ActionError, TooManyPending
 from roomcast.connection import Connection, ConnectionRefused
 from roomcast.dispatch import PublicFileNotFound, answer, read_public_file
 from roomcast.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("roomcast.web")
 
 _API_KEY: web.AppKey[Any] = web.AppKey("roomcast_api")
+#: HTTP action calls one node runs at once; more are answered 429 at once, so a flood of
+#: calls cannot pile up work (each HTTP call is a connection of its own, so the
+#: per-connection ``simultaneous_actions`` cannot bound them).
+MAX_HTTP_ACTIONS = 64
 
 
 class WebConnection(Connection):
@@ -64,6 +68,7 @@ class WebServer:
         self._sockets: set[WebSocketProtocol] = set()  # served by servers.websocket
         self._heartbeat: asyncio.Task[None] | None = None
         self._metrics: CollectorRegistry | None = None
+        self._http_actions = 0  # HTTP action calls running now, at most MAX_HTTP_ACTIONS
 
     def build_app(self) -> web.Application:
         app = web.Application(
@@ -181,6 +186,16 @@ class WebServer:
                 params.update(body)
             else:
                 params.update(dict(await request.post()))
+        # Counted from here: a client slow to send its body holds no place meanwhile.
+        if self._http_actions >= MAX_HTTP_ACTIONS:
+            return _json({"error": str(TooManyPending())}, TooManyPending.status)
+        self._http_actions += 1
+        try:
+            return await self._run_action(request, params)
+        finally:
+            self._http_actions -= 1
+
+    async def _run_action(self, request: web.Request, params: dict[str, Any]) -> web.Response:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         connection = WebConnection(
             self.api,
