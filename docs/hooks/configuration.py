@@ -43,7 +43,8 @@ duration that is not positive (0 is allowed where the table says it turns a sett
 and the checks listed under [limits and security](limits-and-security.md#settings-checked-at-start)
 stop `roomcast start` with exit status 2 and `roomcast: <reason>`; `Api.start()` raises
 `roomcast.config.ConfigError` for the same. A `--actions` flag may be repeated; its
-variable holds directories separated by `:`.
+variable holds directories separated by `:`. `roomcast start --help` describes every flag
+with the texts of this page.
 """
 
 
