@@ -43,6 +43,7 @@ def test_debug_logs_show_connections_joins_leaves_and_refusals() -> None:
         assert client.request("roomLeave defaultRoom")["status"] == "OK"
         client.send_line("quit")
         assert client.is_closed()
+        client.close()
         wait_until(lambda: "closed" in node.log and me in node.log, message="close logged")
         log = node.log
     assert f"{me} joined defaultRoom" in log
