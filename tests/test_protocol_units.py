@@ -243,6 +243,16 @@ def test_parse_event_rejects_non_objects_and_broken_json() -> None:
     )
 
 
+def test_parse_event_action_without_params_action_says_what_to_send() -> None:
+    expected = InvalidRequest(
+        'action is required: send {"event":"action","params":{"action":"<name>",…}}'
+    )
+    assert parse_event('{"event":"action","messageId":3}') == (expected, 3)
+    assert parse_event('{"event":"action","action":"status"}') == (expected, None)
+    assert parse_event('{"event":"action","params":{"action":""}}') == (expected, None)
+    assert parse_event('{"event":"action","params":{"action":7}}') == (expected, None)
+
+
 def test_parse_event_action_params_must_be_an_object() -> None:
     assert parse_event('{"event":"action","params":5}') == (
         InvalidRequest("params must be a JSON object"),

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
             options["type"] = int
         start.add_argument(info.flag, **options)
     ops.add_commands(commands, ops.common_options())
+    new = commands.add_parser("new", help="create a project: settings, an action, a test")
+    new.add_argument("directory", help="where to create it (must be new or empty)")
     # Set by the ``--workers`` supervisor for its workers only.
     start.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     start.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
@@ -124,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "operation", None) is not None:
         return int(asyncio.run(ops.run(args, dict(os.environ))))
+    if args.command == "new":
+        from roomcast import scaffold
+
+        return scaffold.main(args.directory)
     if args.command != "start":
         parser.print_help()
         return 2

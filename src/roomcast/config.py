@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from roomcast.protocol.forwarded import parse_trusted
+
 DEFAULT_WELCOME = "Hello! Welcome to the roomcast api"
 DEFAULT_SERVER_TOKEN = "change-me"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -90,6 +92,14 @@ class WebSettings:
         metadata=_about(
             'origins (such as "https://app.example.com") allowed to open a WebSocket or '
             "call the HTTP port from a browser; others get 403; [] allows any"
+        ),
+    )
+    trusted_proxies: list[str] = field(
+        default_factory=list,
+        metadata=_about(
+            'reverse proxies (IPs or CIDRs such as "10.0.0.0/8") whose X-Forwarded-For '
+            "header names the client: a client's address is then the right-most entry that "
+            "is not one of them; [] uses the TCP peer's address"
         ),
     )
 
@@ -450,6 +460,10 @@ def validate(config: Config) -> list[str]:
     _check_tls(config.tls_cert, config.tls_key)
     for origin in config.web.allowed_origins:
         _check_origin(origin)
+    try:
+        parse_trusted(config.web.trusted_proxies)
+    except ValueError as error:
+        raise ConfigError(f"[web] trusted_proxies: {error}") from None
     if not isinstance(config.workers, int) or config.workers < 1:
         raise ConfigError(f"--workers must be 1 or more, not {config.workers!r}")
     if config.workers > 1 and config.redis_url is None:

@@ -1,11 +1,13 @@
 """Test helpers for roomcast users: an in-process node and connections you can inspect.
 
-async with TestNode() as node:
-    alice = await node.connect()
-    await alice.verb("roomAdd", room="defaultRoom")
-    await alice.verb("say", room="defaultRoom", message="hi")
-    assert alice.messages[-1]["message"] == "hi"
-    response = await alice.run_action("status")
+Inside an ``async def`` test (pytest-asyncio, ``asyncio_mode = "auto"``)::
+
+    async with TestNode() as node:
+        alice = await node.connect()
+        await alice.verb("roomAdd", room="defaultRoom")
+        await alice.verb("say", room="defaultRoom", message="hi")
+        assert alice.messages[-1]["message"] == "hi"
+        response = await alice.run_action("status")
 """
 
 from __future__ import annotations

@@ -336,10 +336,18 @@ async def test_action_errors_are_replies_with_an_error_key(open_ws: OpenWs) -> N
         "context": "response",
         "messageCount": 2,
     }
-    assert await client.request({"event": "action", "params": {}}) == {
-        "error": "unknown action or invalid apiVersion",
+
+
+async def test_an_action_event_without_params_action_is_told_the_shape_to_send(
+    open_ws: OpenWs,
+) -> None:
+    client = await welcomed(open_ws)
+    assert await client.request({"event": "action", "messageId": "a1"}) == {
+        "status": "error",
+        "error": 'action is required: send {"event":"action","params":{"action":"<name>",…}}',
         "context": "response",
-        "messageCount": 3,
+        "messageCount": 1,
+        "messageId": "a1",
     }
 
 

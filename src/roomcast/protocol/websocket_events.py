@@ -15,6 +15,8 @@ from roomcast.protocol.requests import (
 )
 
 _ROOM_EVENTS = ("roomAdd", "roomLeave", "roomView")
+#: The reply to an ``action`` event that names no action: it shows the shape to send.
+ACTION_REQUIRED = 'action is required: send {"event":"action","params":{"action":"<name>",…}}'
 
 
 def parse_event(text: str | bytes) -> tuple[Request, Any]:
@@ -40,7 +42,9 @@ def parse_event(text: str | bytes) -> tuple[Request, Any]:
         if not isinstance(params, dict):
             return InvalidRequest("params must be a JSON object"), message_id
         action = params.get("action")
-        return ActionRequest(action if isinstance(action, str) else None, dict(params)), message_id
+        if not isinstance(action, str) or not action:
+            return InvalidRequest(ACTION_REQUIRED), message_id
+        return ActionRequest(action, dict(params)), message_id
     if event == "file":
         return FileRequest(str(value.get("file") or "")), message_id
     if event == "quit":

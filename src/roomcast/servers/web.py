@@ -25,6 +25,8 @@ from roomcast.dispatch import PublicFileNotFound, answer, read_public_file
 from roomcast.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from roomcast.metrics import exposition, registry_for
 from roomcast.protocol import replies
+from roomcast.protocol.forwarded import HEADER as FORWARDED_FOR
+from roomcast.protocol.forwarded import client_address
 from roomcast.protocol.requests import ActionRequest, FileRequest, QuitRequest
 from roomcast.protocol.websocket_events import parse_event
 from roomcast.servers.websocket import (
@@ -199,7 +201,11 @@ class WebServer:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         connection = WebConnection(
             self.api,
-            remote_ip=str(peer[0]) if peer else "",
+            remote_ip=client_address(
+                str(peer[0]) if peer else "",
+                request.headers.getall(FORWARDED_FOR, ()),
+                self.api.config.web.trusted_proxies,
+            ),
             remote_port=int(peer[1]) if peer else 0,
             fingerprint=request.cookies.get(SESSION_COOKIE),
         )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
@@ -30,6 +31,8 @@ from aiohttp.http import HttpRequestParser
 
 from roomcast import jsonwire
 from roomcast.protocol import replies, websocket_frames, websocket_handshake
+from roomcast.protocol.forwarded import HEADER as FORWARDED_FOR
+from roomcast.protocol.forwarded import client_address
 from roomcast.protocol.websocket import (
     OPEN,
     BinaryMessage,
@@ -144,16 +147,19 @@ class WebSocketProtocol(OrderedRequests):
         fingerprint: str | None,
         deflate: DeflateParameters | None,
         handshake: bytes = b"",
+        forwarded_for: Sequence[str] = (),
     ) -> None:
         """Take over a client whose upgrade was accepted; ``handshake`` (the 101, when
-        the caller has not written it) leaves together with the welcome."""
+        the caller has not written it) leaves together with the welcome;
+        ``forwarded_for`` holds the upgrade's ``X-Forwarded-For`` values."""
         super().__init__()
         self.server = server
         self.api = api = server.api
         self._transport: asyncio.Transport = transport
         self.websocket = ServerProtocol(api.config.web.max_message_size, deflate)
         peer = transport.get_extra_info("peername") or ("", 0)
-        remote_ip, remote_port = str(peer[0]), int(peer[1])
+        remote_port = int(peer[1])
+        remote_ip = client_address(str(peer[0]), forwarded_for, api.config.web.trusted_proxies)
         self.connection: WebSocketConnection = (
             WebSocketConnection(api, self, transport, remote_ip, remote_port, fingerprint)
             if deflate is None
@@ -285,6 +291,7 @@ async def serve_upgrade(server: WebServer, request: web.Request) -> web.StreamRe
         transport,
         request.cookies.get(SESSION_COOKIE),
         upgrade.deflate,
+        forwarded_for=request.headers.getall(FORWARDED_FOR, ()),
     )
     reader = _UpgradedRequest(protocol, asyncio.get_running_loop().create_future())
     # set_parser is typed for aiohttp's own reader; it calls only feed_data and feed_eof.
@@ -354,7 +361,12 @@ class FirstRequest(asyncio.Protocol):
         assert transport is not None
         fingerprint = websocket_handshake.cookie(message.headers, SESSION_COOKIE)
         protocol = WebSocketProtocol(
-            self.server, transport, fingerprint, upgrade.deflate, upgrade.response()
+            self.server,
+            transport,
+            fingerprint,
+            upgrade.deflate,
+            upgrade.response(),
+            message.headers.getall(FORWARDED_FOR, ()),
         )
         transport.set_protocol(protocol)
         self._parser = None
