@@ -60,12 +60,12 @@ def machine_too_busy() -> str | None:
     return None
 
 
-def assert_honest_p99_kept(measured: Measured) -> None:
+def assert_honest_p99_kept(measured: Measured, floor: float = 0.050) -> None:
     before, during = p99(measured.before), p99(measured.during)
     numbers = f"p99 before {before * 1000:.1f} ms, during {during * 1000:.1f} ms"
-    if measured.busy and during > max(0.050, 3 * before):
+    if measured.busy and during > max(floor, 3 * before):
         pytest.skip(f"machine too busy to measure latency ({measured.busy}): {numbers}")
-    assert during <= max(0.050, 3 * before), (numbers, measured.load)
+    assert during <= max(floor, 3 * before), (numbers, measured.load)
 
 
 def honest_client(node: NodeProcess) -> LineClient:
@@ -123,8 +123,10 @@ def trickled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Measured]:
     node = node_with(tmp_path_factory.mktemp("trickle"))
     stop = threading.Event()
     trickling: list[socket.socket] = []
+    opened: list[LineClient] = []
     try:
         honest, probe = honest_client(node), probe_of(node)
+        opened += [honest, probe]
         before = round_trips(honest, 100)
         trickling += [socket.create_connection((LOOPBACK, node.socket_port)) for _ in range(50)]
 
@@ -156,6 +158,8 @@ def trickled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Measured]:
         stop.set()
         for sock in trickling:
             sock.close()
+        for client in opened:
+            client.close()
         node.stop()
 
 
@@ -222,6 +226,9 @@ def flood_while_measuring(node: NodeProcess, seconds: float, max_says: int) -> M
     finally:
         flood.stdin.close()
         flood.wait(10)
+        flood.stdout.close()
+        honest.close()
+        probe.close()
     busy = machine_too_busy()
     return Measured(before, during, held, time.monotonic() - started, counts, busy)
 
@@ -261,7 +268,10 @@ def test_an_unlimited_say_flood_does_not_hold_the_event_loop(unlimited_flood: Me
 
 @pytest.mark.timeout(120)
 def test_an_unlimited_say_flood_keeps_an_honest_clients_p99(unlimited_flood: Measured) -> None:
-    assert_honest_p99_kept(unlimited_flood)
+    # With say_rate off the flooder's 3,000 says are all fanned out to 500 members (1.5 M
+    # writes in 8 s, beside the flooder and the test on two cores): 100 ms is the bound
+    # there; with the default rate (the next tests) the honest client keeps 50 ms.
+    assert_honest_p99_kept(unlimited_flood, floor=0.100)
 
 
 @pytest.mark.timeout(120)
