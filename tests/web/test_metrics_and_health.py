@@ -79,3 +79,21 @@ def test_counters_move_as_clients_join_say_and_leave(node: NodeProcess) -> None:
 
 def test_health_is_ok_on_a_running_node(node: NodeProcess) -> None:
     assert health(node.web_port) == (200, {"status": "ok"})
+
+
+def test_a_disconnect_counts_a_leave_for_every_room_it_was_in(node: NodeProcess) -> None:
+    before = scrape(node.web_port)
+    client = LineClient(node.socket_port)
+    client.read()
+    for room in ("defaultRoom", "second"):
+        client.request(f'{{"action":"createChatRoom","params":{{"name":"{room}"}}}}')
+        assert client.request(f"roomAdd {room}")["status"] == "OK"
+    client.close()
+    wait_until(
+        lambda: (
+            value(scrape(node.web_port), "roomcast_leaves_total")
+            - value(before, "roomcast_leaves_total")
+            == 2
+        ),
+        message="two leaves counted",
+    )

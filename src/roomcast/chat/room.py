@@ -397,6 +397,8 @@ class ChatRoom:
             self._store_failed(f"{len(rooms)} memberships of {connection.id} not removed", error)
         finally:
             gate.leave()
+        self.stats.leaves += len(rooms)
+        log.debug("%s left %s", connection.id, ", ".join(rooms))
 
     async def _sync_subscription(self, room: str) -> None:
         if not self._publish:  # nothing is ever published on the embedded store's channels
