@@ -93,8 +93,12 @@ def start_node(
     env: dict[str, str] | None = None,
     ready_timeout: float = 20.0,
     log_dir: Path | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> NodeProcess:
-    """Start ``python -m roomcast start`` on free ports and wait for its ready line."""
+    """Start ``python -m roomcast start`` on free ports and wait for its ready line.
+
+    ``preexec_fn`` runs in the child before roomcast starts (to lower a resource limit).
+    """
     socket_port = free_port() if socket_port is None else socket_port
     web_port = free_port() if web_port is None else web_port
     node_id = node_id or f"node-{socket_port}"
@@ -119,7 +123,12 @@ def start_node(
     full_env.update(env or {})
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            args, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+            args,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            start_new_session=True,
+            preexec_fn=preexec_fn,
         )
     node = NodeProcess(process, node_id, socket_port, web_port, log_path, args)
 

@@ -23,14 +23,10 @@ def shout(connection, room, payload):
     return payload
 
 
-def members_only(connection, room):
-    """join: only connections that ran the ``greet`` action may enter "vip"."""
-    if room == "vip" and not connection.total_actions:
-        raise PermissionError("greet first, then join vip")
+# A room only some connections may join: see examples/private_room (a password checked
+# by a "login" action, and a join middleware for the rooms named "private:*").
 
 
 def initialize(api):
     """Runs once at start, after the actions of this module are registered."""
-    api.chat_room.add_middleware(
-        ChatMiddleware(name="shout", on_say_receive=shout, join=members_only)
-    )
+    api.chat_room.add_middleware(ChatMiddleware(name="shout", on_say_receive=shout))

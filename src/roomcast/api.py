@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import ssl
 import time
 import urllib.parse
 from collections.abc import Coroutine
@@ -21,7 +22,9 @@ from roomcast.cluster import REDIS_DOWN, Cluster
 from roomcast.config import Config, validate
 from roomcast.connection import Connections
 from roomcast.metrics import NodeStats, watch_loop_lag
+from roomcast.servers.admission import Admission
 from roomcast.servers.outbox import Outbox
+from roomcast.servers.tls import server_context
 
 log = logging.getLogger("roomcast")
 
@@ -68,6 +71,10 @@ class Api:
         self.connections.leave_rooms = self.chat_room.leave_all
         #: Connections with output queued this loop tick (see :class:`Outbox`).
         self.outbox = Outbox()
+        #: The connection limits every listener asks before it builds a connection.
+        self.admission = Admission(config.limits)
+        #: The TLS context of every listener (built at start), or None for plaintext.
+        self.tls: ssl.SSLContext | None = None
         self.actions = Actions(self)
         self.public_roots: list[Path] = [Path(config.public)] if config.public else []
         self.public_roots.append(STATIC_DIR)
@@ -88,6 +95,8 @@ class Api:
         for warning in validate(self.config):
             log.warning("%s", warning)
         self.started_monotonic = time.monotonic()
+        if self.config.tls_cert and self.config.tls_key:
+            self.tls = server_context(self.config.tls_cert, self.config.tls_key)
         try:
             await self.cluster.start()
             for action in BUILTIN_ACTIONS:
@@ -112,7 +121,8 @@ class Api:
         self.running = True
         chat_page = ""
         if self.web_port:
-            chat_page = f" chat=http://{self.config.bind}:{self.web_port}/chat.html"
+            scheme = "https" if self.tls else "http"
+            chat_page = f" chat={scheme}://{self.config.bind}:{self.web_port}/chat.html"
         log.info(
             "roomcast ready %s socket=%s web=%s store=%s%s",
             self.id,

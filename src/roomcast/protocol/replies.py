@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 GOODBYE: dict[str, Any] = {"status": "Bye!", "context": "api"}
+#: Why a connection the node cannot take now is refused (the TCP line, a 503's body).
+BUSY = "server is busy"
 
 
 def refused(reason: str) -> dict[str, Any]:

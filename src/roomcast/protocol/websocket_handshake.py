@@ -22,6 +22,11 @@ PREFIX = b"GET /ws"
 PATH = "/ws"
 EXTENSIONS = "Sec-WebSocket-Extensions"
 _MIN_WINDOW_BITS, _MAX_WINDOW_BITS = 9, 15  # zlib cannot compress raw deflate with 8
+#: Body of the 403 an upgrade or a request from an origin not allowed gets.
+ORIGIN_REFUSED = "origin not allowed"
+#: Body of the 408 a connection gets when its first request head came too slowly.
+TOO_SLOW = "request head not received in time"
+_REASONS = {403: "Forbidden", 408: "Request Timeout", 503: "Service Unavailable"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,16 @@ class Upgrade:
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Accept: {self.accept}\r\n{extensions}\r\n"
         ).encode()
+
+
+def refusal(status: int, text: str) -> bytes:
+    """A complete HTTP/1.1 response refusing a request: ``status`` (403, 408 or 503) with
+    ``text`` as its body; the caller writes it and then closes the connection."""
+    body = text.encode()
+    return (
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
 
 
 def accept_key(key: str) -> str:

@@ -8,7 +8,9 @@ member receiving many chat messages per tick costs one syscall, not one per mess
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from typing import TYPE_CHECKING, Any
 
 from roomcast.connection import Connection
@@ -18,9 +20,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("roomcast.servers")
 
+#: The kernel's send buffer of a client is this fraction of its send limit: left to grow
+#: by itself it reaches megabytes per client that stopped reading, memory that slows every
+#: socket of the machine when hundreds stall at once.
+_KERNEL_SHARE = 4
+
+
+def limit_kernel_send_buffer(transport: asyncio.BaseTransport, send_limit: int) -> None:
+    """Set the kernel's send buffer of a new client's socket to a quarter of its send limit
+    (the transport calls this once, when the client connects)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            buffer = max(4096, send_limit // _KERNEL_SHARE)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
+
 
 class StreamConnection(Connection):
-    """A connection over an asyncio transport; subclasses define :meth:`frame`."""
+    """A connection over an asyncio transport; subclasses define :meth:`frame`.
+
+    A client that stops reading is dropped before what it owes (frames queued this tick
+    plus the transport's unsent bytes) would pass ``send_limit``: its unsent output never
+    grows past the limit, however many members stall at once. The transports keep the
+    kernel's part small too (:func:`limit_kernel_send_buffer`).
+    """
 
     # What waits for this tick's flush: the first frame alone in ``_queued`` (no list to
     # allocate for the usual one message per member per tick), later ones in ``_more``.
@@ -57,27 +80,49 @@ class StreamConnection(Connection):
     write_raw = write_frame
 
     def flush(self) -> None:
-        """Write what was queued this tick; drop the client if it stopped reading."""
+        """Write what was queued this tick, unless that would leave more than the send
+        limit unsent: then drop the client (it stopped reading) and write nothing.
+
+        The queue holds the shared frames themselves; only what is written is the
+        client's own, so the check comes before the frames are joined or written.
+        """
         data = self._queued
         if data is None:
             return
         self._queued = None
-        if self._more is not None:
-            data = b"".join([data, *self._more])
-            self._more = None
+        more = self._more
         transport = self._transport
+        if more is not None:
+            self._more = None
         if transport.is_closing():
             return
+        owed = transport.get_write_buffer_size() + len(data)
+        if more is not None:
+            for frame in more:
+                owed += len(frame)
+        if owed > self._send_limit:
+            self._drop_slow_consumer(owed)
+            return
+        if more is not None:
+            data = b"".join([data, *more])
         transport.write(data)
-        if transport.get_write_buffer_size() > self._send_limit:
-            log.warning(
-                "disconnecting %s: %d bytes unsent (send limit %d)",
-                self.id,
-                transport.get_write_buffer_size(),
-                self._send_limit,
-            )
-            self.api.stats.slow_consumers_dropped += 1
-            transport.abort()
+
+    def _drop_slow_consumer(self, owed: int) -> None:
+        """Disconnect a client that would owe ``owed`` bytes, more than its send limit."""
+        transport = self._transport
+        if transport.is_closing():  # dropped already (or closing): say it once
+            return
+        log.warning(
+            "disconnecting %s (%s:%s), a slow consumer: %d bytes unsent, over its "
+            "send_buffer_limit of %d",
+            self.id,
+            self.remote_ip,
+            self.remote_port,
+            owed,
+            self._send_limit,
+        )
+        self.api.stats.slow_consumers_dropped += 1
+        transport.abort()
 
     def close_transport(self) -> None:
         self.flush()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import ssl
 from typing import TYPE_CHECKING, cast
 
 from roomcast import jsonwire
@@ -26,7 +25,7 @@ from roomcast.protocol.socket_lines import (
     parse_line,
 )
 from roomcast.servers.ordered import MAX_QUEUED, OrderedRequests
-from roomcast.servers.stream_connection import StreamConnection
+from roomcast.servers.stream_connection import StreamConnection, limit_kernel_send_buffer
 
 if TYPE_CHECKING:
     from roomcast.api import Api
@@ -37,6 +36,12 @@ _GOODBYE = jsonwire.dumps(replies.GOODBYE) + b"\r\n"
 #: Bytes of one read cut into lines at a time. A read of many small pipelined lines is
 #: parsed a slice at a time as the client's worker catches up, never all in one callback.
 PARSE_SLICE = 4096
+_BUSY = jsonwire.dumps(replies.refused(replies.BUSY)) + b"\r\n"
+#: The idle sweep runs this many times per idle_timeout: a silent client is closed
+#: after between idle_timeout and 1.25 x idle_timeout.
+_IDLE_STEPS = 4
+#: Idle clients closed per loop iteration.
+_CLOSES_PER_TICK = 16
 
 
 @functools.lru_cache(maxsize=8)
@@ -74,22 +79,44 @@ class SocketProtocol(OrderedRequests):
     """
 
     # Slots and a plain list keep an idle client to a few hundred bytes of Python objects.
-    __slots__ = ("_splitter", "_transport", "_unparsed", "api", "connection")
+    __slots__ = (
+        "_splitter",
+        "_transport",
+        "_unparsed",
+        "_watched",
+        "api",
+        "connection",
+        "silent_steps",
+    )
 
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Api, watched: set[SocketProtocol] | None = None) -> None:
+        """``watched``: the set the server's idle sweep walks (None: no idle timeout)."""
         super().__init__()
         self.api = api
         self.connection: SocketConnection | None = None
         self._splitter = LineSplitter(api.config.socket.max_data_length)
         self._transport: asyncio.Transport | None = None
         self._unparsed: memoryview | None = None  # the rest of a read, parsed as we go
+        self._watched = watched
+        #: Idle sweeps since the client last sent a byte.
+        self.silent_steps = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._transport = transport
         peer = transport.get_extra_info("peername") or ("", 0)
-        connection = SocketConnection(self.api, transport, str(peer[0]), int(peer[1]))
+        remote_ip = str(peer[0])
+        refusal = self.api.admission.refusal(remote_ip)
+        if refusal is not None:  # before any connection, id or store write exists
+            log.debug("refused %s:%s: %s", remote_ip, peer[1], refusal)
+            transport.write(_BUSY)
+            transport.close()
+            return
+        limit_kernel_send_buffer(transport, self.api.config.socket.send_buffer_limit)
+        connection = SocketConnection(self.api, transport, remote_ip, int(peer[1]))
         self.connection = connection
+        if self._watched is not None:
+            self._watched.add(self)
         self.register(connection)
 
     def registered(self) -> None:
@@ -100,6 +127,7 @@ class SocketProtocol(OrderedRequests):
         connection = self.connection
         if connection is None or connection.destroyed:
             return
+        self.silent_steps = 0
         if self._unparsed is not None:  # read before the pause took effect: keep the order
             self._unparsed = memoryview(bytes(self._unparsed) + data)
         elif len(data) <= PARSE_SLICE:
@@ -136,8 +164,29 @@ class SocketProtocol(OrderedRequests):
             self.accept(connection.message_count, event)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.connection is not None and not self.connection.destroyed:
-            self.api.spawn(self.connection.destroy())
+        connection = self.connection
+        if connection is None:  # refused: nothing was counted or built
+            return
+        self.api.admission.release(connection.remote_ip)
+        if self._watched is not None:
+            self._watched.discard(self)
+        if not connection.destroyed:
+            self.api.spawn(connection.destroy())
+
+    def idle_step(self) -> bool:
+        """Count one step of the idle sweep; True once the client has been silent for the
+        whole idle_timeout (the caller then calls :meth:`close_idle`)."""
+        self.silent_steps += 1
+        return self.silent_steps > _IDLE_STEPS
+
+    def close_idle(self, timeout: float) -> None:
+        """Close a client that sent nothing for ``timeout`` seconds."""
+        connection = self.connection
+        if self._watched is not None:
+            self._watched.discard(self)  # closing: the next sweeps leave it alone
+        if connection is not None and not connection.destroyed:
+            log.info("closing %s: no byte received for %g s (idle_timeout)", connection.id, timeout)
+            self.api.spawn(connection.destroy())
 
     async def process(self, count: int, request: LineEvent) -> None:
         assert self.connection is not None
@@ -191,23 +240,31 @@ class TcpServer:
         self.api = api
         self._server: asyncio.Server | None = None
         self.port: int | None = None
+        idle_timeout = api.config.limits.idle_timeout
+        #: Every client, for the idle sweep (None when idle_timeout is off).
+        self._watched: set[SocketProtocol] | None = set() if idle_timeout else None
+        self._idle_sweep: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         config = self.api.config
-        context: ssl.SSLContext | None = None
-        if config.tls_cert and config.tls_key:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(config.tls_cert, config.tls_key)
+        context = self.api.tls
         loop = asyncio.get_running_loop()
+        watched = self._watched
         self._server = await loop.create_server(
-            lambda: SocketProtocol(self.api),
+            lambda: SocketProtocol(self.api, watched),
             config.bind,
             config.socket_port,
             ssl=context,
             backlog=4096,
             reuse_port=config.workers > 1,  # workers share the port; the kernel spreads clients
+            # only given with TLS (asyncio refuses it without); None: the default 60 s
+            ssl_handshake_timeout=(config.limits.handshake_timeout or None) if context else None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        if watched is not None:
+            self._idle_sweep = asyncio.create_task(
+                self._close_idle_clients(watched, config.limits.idle_timeout)
+            )
         log.info(
             "socket server listening on %s:%s%s",
             config.bind,
@@ -219,7 +276,20 @@ class TcpServer:
         if self._server is not None:
             self._server.close()
 
+    async def _close_idle_clients(self, watched: set[SocketProtocol], timeout: float) -> None:
+        """One timer for every client (no timer per connection): each step counts one
+        more silent step for every client and closes those silent for ``timeout``."""
+        while True:
+            await asyncio.sleep(timeout / _IDLE_STEPS)
+            idle = [protocol for protocol in watched if protocol.idle_step()]
+            for index, protocol in enumerate(idle):
+                if index and not index % _CLOSES_PER_TICK:
+                    await asyncio.sleep(0)  # thousands closed at once would stall the loop
+                protocol.close_idle(timeout)
+
     async def stop(self) -> None:
+        if self._idle_sweep is not None:
+            self._idle_sweep.cancel()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +28,10 @@ from roomcast.metrics import exposition, registry_for
 from roomcast.protocol import replies
 from roomcast.protocol.forwarded import HEADER as FORWARDED_FOR
 from roomcast.protocol.forwarded import client_address
+from roomcast.protocol.origins import OriginPolicy
 from roomcast.protocol.requests import ActionRequest, FileRequest, QuitRequest
 from roomcast.protocol.websocket_events import parse_event
+from roomcast.protocol.websocket_handshake import ORIGIN_REFUSED
 from roomcast.servers.websocket import (
     SESSION_COOKIE,
     FirstRequest,
@@ -47,6 +50,12 @@ _API_KEY: web.AppKey[Any] = web.AppKey("roomcast_api")
 #: calls cannot pile up work (each HTTP call is a connection of its own, so the
 #: per-connection ``simultaneous_actions`` cannot bound them).
 MAX_HTTP_ACTIONS = 64
+#: How long an idle kept-alive HTTP connection stays open when handshake_timeout is off.
+_KEEPALIVE_TIMEOUT = 75.0
+#: Seconds between two log lines about connections closed for a slow request head.
+_SLOW_HEADS_LOG_INTERVAL = 10.0
+#: Slow connections closed per loop iteration: thousands at once would stall the loop.
+_CLOSES_PER_TICK = 16
 
 
 class WebConnection(Connection):
@@ -71,10 +80,22 @@ class WebServer:
         self._heartbeat: asyncio.Task[None] | None = None
         self._metrics: CollectorRegistry | None = None
         self._http_actions = 0  # HTTP action calls running now, at most MAX_HTTP_ACTIONS
+        #: Which browser origins may open a WebSocket or call the port.
+        self.origins = OriginPolicy(api.config.web.allowed_origins)
+        # Connections still sending their first request head, oldest first, with the loop
+        # time they connected (None: handshake_timeout is off).
+        self._heads: dict[FirstRequest, float] | None = (
+            {} if api.config.limits.handshake_timeout else None
+        )
+        self._head_sweep: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def build_app(self) -> web.Application:
+        middlewares: list[Any] = [_session_cookie]
+        if self.origins.restricted:
+            middlewares.insert(0, self._origin_check)
         app = web.Application(
-            middlewares=[_session_cookie], client_max_size=self.api.config.web.max_message_size
+            middlewares=middlewares, client_max_size=self.api.config.web.max_message_size
         )
         app[_API_KEY] = self.api
         app.router.add_get("/ws", self.websocket)
@@ -89,25 +110,88 @@ class WebServer:
 
     async def start(self) -> None:
         config = self.api.config
-        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
+        handshake_timeout = config.limits.handshake_timeout
+        self._runner = web.AppRunner(
+            self.build_app(),
+            access_log=None,
+            handle_signals=False,
+            # A kept-alive connection waiting for its next request is bounded like a new one.
+            keepalive_timeout=handshake_timeout or _KEEPALIVE_TIMEOUT,
+        )
         await self._runner.setup()
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
+        context = self.api.tls
         self._server = await loop.create_server(
             lambda: FirstRequest(self),
             config.bind,
             config.web_port,
+            ssl=context,
             backlog=4096,
             reuse_port=config.workers > 1,  # workers share the port; the kernel spreads clients
+            # only given with TLS (asyncio refuses it without); None: the default 60 s
+            ssl_handshake_timeout=(handshake_timeout or None) if context else None,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
         if config.web.heartbeat:
             self._heartbeat = asyncio.create_task(self._ping_forever(config.web.heartbeat))
-        log.info("web server listening on http://%s:%s (WebSocket at /ws)", config.bind, self.port)
+        if self._heads is not None:
+            self._head_sweep = asyncio.create_task(
+                self._close_slow_heads(self._heads, handshake_timeout)
+            )
+        scheme, ws = ("https", "wss") if context else ("http", "ws")
+        log.info(
+            "web server listening on %s://%s:%s (WebSocket at %s://…/ws)",
+            scheme,
+            config.bind,
+            self.port,
+            ws,
+        )
 
     def aiohttp_protocol(self) -> asyncio.Protocol:
         """A new aiohttp request handler, for a connection :class:`FirstRequest` hands over."""
         assert self._runner is not None and self._runner.server is not None
         return self._runner.server()
+
+    def waiting_for_head(self, protocol: FirstRequest) -> None:
+        """Start the handshake timeout of a new connection (until :meth:`head_received`)."""
+        if self._heads is not None and self._loop is not None:
+            self._heads[protocol] = self._loop.time()
+
+    def head_received(self, protocol: FirstRequest) -> None:
+        """Stop the handshake timeout of a connection (its head came, or it is gone)."""
+        if self._heads is not None:
+            self._heads.pop(protocol, None)
+
+    async def _close_slow_heads(self, heads: dict[FirstRequest, float], timeout: float) -> None:
+        """One timer for every new connection (no timer per connection): close those whose
+        first request head has not arrived ``timeout`` seconds after they connected."""
+        loop = asyncio.get_running_loop()
+        step = min(1.0, timeout / 4)
+        closed = 0
+        logged_at = time.monotonic()
+        while True:
+            await asyncio.sleep(step)
+            cutoff = loop.time() - timeout
+            late: list[FirstRequest] = []
+            for protocol, since in heads.items():  # oldest first: stop at the first in time
+                if since > cutoff:
+                    break
+                late.append(protocol)
+            for index, protocol in enumerate(late):
+                if index and not index % _CLOSES_PER_TICK:
+                    await asyncio.sleep(0)  # let other clients in between batches
+                if heads.pop(protocol, None) is not None:
+                    protocol.too_slow()
+            closed += len(late)
+            now = time.monotonic()
+            if closed and now - logged_at >= _SLOW_HEADS_LOG_INTERVAL:
+                log.info(
+                    "closed %d connections that sent no complete request head within %g s "
+                    "(handshake_timeout)",
+                    closed,
+                    timeout,
+                )
+                closed, logged_at = 0, now
 
     def remember_socket(self, protocol: WebSocketProtocol) -> None:
         self._sockets.add(protocol)
@@ -129,6 +213,8 @@ class WebServer:
     async def stop(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        if self._head_sweep is not None:
+            self._head_sweep.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -174,6 +260,15 @@ class WebServer:
         return replies.action_reply(reply, count, message_id)
 
     # HTTP --------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _origin_check(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """403 for a browser request from an origin not in ``allowed_origins`` (a request
+        without an ``Origin`` header does not come from a page and is let through)."""
+        if not self.origins.allows(request.headers.get("Origin")):
+            return _json({"error": ORIGIN_REFUSED}, 403)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def action(self, request: web.Request) -> web.Response:
         params: dict[str, Any] = dict(request.query)

@@ -42,7 +42,7 @@ from roomcast.protocol.websocket import (
 )
 from roomcast.protocol.websocket_handshake import DeflateParameters
 from roomcast.servers.ordered import OrderedRequests
-from roomcast.servers.stream_connection import StreamConnection
+from roomcast.servers.stream_connection import StreamConnection, limit_kernel_send_buffer
 
 if TYPE_CHECKING:
     from roomcast.api import Api
@@ -138,7 +138,7 @@ class WebSocketProtocol(OrderedRequests):
     (:func:`serve_upgrade`). Either way its transport is written to directly.
     """
 
-    __slots__ = ("_heard", "_transport", "api", "connection", "server", "websocket")
+    __slots__ = ("_counted", "_heard", "_transport", "api", "connection", "server", "websocket")
 
     def __init__(
         self,
@@ -149,13 +149,15 @@ class WebSocketProtocol(OrderedRequests):
         handshake: bytes = b"",
         forwarded_for: Sequence[str] = (),
     ) -> None:
-        """Take over a client whose upgrade was accepted; ``handshake`` (the 101, when
-        the caller has not written it) leaves together with the welcome;
+        """Take over a client whose upgrade was accepted and admitted (counted by
+        ``api.admission``, released here when the connection is lost); ``handshake``
+        (the 101, when the caller has not written it) leaves together with the welcome;
         ``forwarded_for`` holds the upgrade's ``X-Forwarded-For`` values."""
         super().__init__()
         self.server = server
         self.api = api = server.api
         self._transport: asyncio.Transport = transport
+        limit_kernel_send_buffer(transport, api.config.web.send_buffer_limit)
         self.websocket = ServerProtocol(api.config.web.max_message_size, deflate)
         peer = transport.get_extra_info("peername") or ("", 0)
         remote_port = int(peer[1])
@@ -174,6 +176,7 @@ class WebSocketProtocol(OrderedRequests):
             )
         )
         self._heard = True  # a frame arrived since the last heartbeat ping
+        self._counted = True  # by the admission, until the connection is lost
         server.remember_socket(self)  # forgotten in connection_lost
         if handshake:
             self.connection.write_raw(handshake)  # leaves with the welcome, in one write
@@ -224,6 +227,9 @@ class WebSocketProtocol(OrderedRequests):
     def connection_lost(self, exc: Exception | None) -> None:
         self.websocket.receive_eof()
         self.server.forget_socket(self)
+        if self._counted:
+            self._counted = False
+            self.api.admission.release(self.connection.remote_ip)
         if not self.connection.destroyed:
             self.api.spawn(self.connection.destroy())
 
@@ -273,7 +279,8 @@ async def serve_upgrade(server: WebServer, request: web.Request) -> web.StreamRe
     """Serve ``/ws`` requested on a kept-alive connection, until the client is gone.
 
     aiohttp writes the 101 (roomcast's handshake headers); every later byte goes to a
-    :class:`WebSocketProtocol`. A request that is no valid upgrade gets a 400.
+    :class:`WebSocketProtocol`. A request that is no valid upgrade gets a 400, one from
+    an origin not allowed a 403, one the node cannot admit a 503.
     """
     upgrade = websocket_handshake.accept_upgrade(
         request.method, request.path, request.headers, compress=server.api.config.web.compress
@@ -283,6 +290,13 @@ async def serve_upgrade(server: WebServer, request: web.Request) -> web.StreamRe
     transport = request.transport
     if transport is None:  # the client left before its request was answered
         return web.Response(status=400)
+    if not server.origins.allows(request.headers.get("Origin")):
+        return _refused(403, websocket_handshake.ORIGIN_REFUSED)
+    peer = transport.get_extra_info("peername") or ("", 0)
+    refusal = server.api.admission.refusal(str(peer[0]))
+    if refusal is not None:  # before any connection, id or store write exists
+        log.debug("refused the upgrade of %s:%s: %s", peer[0], peer[1], refusal)
+        return _refused(503, replies.BUSY)
     response = web.StreamResponse(status=101, headers=upgrade.headers())
     response.force_close()
     await response.prepare(request)
@@ -305,32 +319,59 @@ async def serve_upgrade(server: WebServer, request: web.Request) -> web.StreamRe
     return response
 
 
+def _refused(status: int, text: str) -> web.Response:
+    response = web.Response(status=status, text=text)
+    response.force_close()
+    return response
+
+
+def _head_ended(received: bytearray, start: int) -> bool:
+    """Whether the blank line ending a request head is in ``received`` (new bytes from
+    ``start``; the scan starts a little before, where the blank line may begin)."""
+    start = max(0, start - 3)
+    return received.find(b"\r\n\r\n", start) >= 0 or received.find(b"\n\n", start) >= 0
+
+
 class FirstRequest(asyncio.Protocol):
     """The web port's protocol until a connection's first request head is read.
 
     An upgrade to ``/ws`` switches the connection to :class:`WebSocketProtocol`; anything
-    else (or a head that does not parse) is handed to aiohttp with the bytes read so far.
+    else (or a head that does not parse) is handed to aiohttp with the bytes read so far,
+    once its head is complete. A connection whose head does not arrive within the
+    handshake timeout is closed by the server's sweep (:meth:`too_slow`).
     """
 
-    __slots__ = ("_parser", "_received", "_transport", "server")
+    __slots__ = ("_done", "_parser", "_received", "_transport", "server")
 
     def __init__(self, server: WebServer) -> None:
         self.server = server
-        self._received = b""
+        self._received = bytearray()
         self._parser: HttpRequestParser | None = None
         self._transport: asyncio.Transport | None = None
+        self._done = False  # refused, timed out, or handed on: read nothing more
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
+        transport = self._transport = cast(asyncio.Transport, transport)
+        refusal = self.server.api.admission.http_refusal()
+        if refusal is not None:
+            self._close(websocket_handshake.refusal(503, replies.BUSY))
+            return
+        self.server.waiting_for_head(self)
 
     def data_received(self, data: bytes) -> None:
-        received = self._received = self._received + data
+        if self._done:
+            return
+        received = self._received
+        start = len(received)
+        received += data
         prefix = websocket_handshake.PREFIX
         if self._parser is None:
             if len(received) < len(prefix) and prefix.startswith(received):
                 return  # too short to tell yet
             if not received.startswith(prefix):
-                self._hand_to_aiohttp()
+                # aiohttp gets the request once its head is whole (or too long to be one).
+                if _head_ended(received, start) or len(received) > _MAX_HEAD:
+                    self._hand_to_aiohttp()
                 return
             self._parser = HttpRequestParser(
                 self,  # type: ignore[arg-type]
@@ -339,7 +380,7 @@ class FirstRequest(asyncio.Protocol):
                 max_line_size=8190,
                 max_field_size=8190,
             )
-            data = received
+            data = bytes(received)
         try:
             messages, _, tail = self._parser.feed_data(data)
         except Exception:  # a malformed head: aiohttp answers it
@@ -351,17 +392,28 @@ class FirstRequest(asyncio.Protocol):
             return
         message = messages[0][0]
         path = message.path.partition("?")[0]
+        server = self.server
         upgrade = websocket_handshake.accept_upgrade(
-            message.method, path, message.headers, compress=self.server.api.config.web.compress
+            message.method, path, message.headers, compress=server.api.config.web.compress
         )
         if upgrade is None:
             self._hand_to_aiohttp()
             return
+        if not server.origins.allows(message.headers.get("Origin")):
+            self._close(websocket_handshake.refusal(403, websocket_handshake.ORIGIN_REFUSED))
+            return
         transport = self._transport
         assert transport is not None
+        peer = transport.get_extra_info("peername") or ("", 0)
+        refusal = server.api.admission.refusal(str(peer[0]))
+        if refusal is not None:  # before any connection, id or store write exists
+            log.debug("refused the upgrade of %s:%s: %s", peer[0], peer[1], refusal)
+            self._close(websocket_handshake.refusal(503, replies.BUSY))
+            return
+        self._finish()
         fingerprint = websocket_handshake.cookie(message.headers, SESSION_COOKIE)
         protocol = WebSocketProtocol(
-            self.server,
+            server,
             transport,
             fingerprint,
             upgrade.deflate,
@@ -369,22 +421,41 @@ class FirstRequest(asyncio.Protocol):
             message.headers.getall(FORWARDED_FOR, ()),
         )
         transport.set_protocol(protocol)
-        self._parser = None
-        self._received = b""
         if tail:
             protocol.data_received(bytes(tail))
+
+    def too_slow(self) -> None:
+        """Close the connection: its first request head did not come in time (the
+        server's sweep calls this, having already forgotten it)."""
+        if not self._done:
+            self._close(websocket_handshake.refusal(408, websocket_handshake.TOO_SLOW))
+
+    def _close(self, response: bytes) -> None:
+        self._finish()
+        transport = self._transport
+        assert transport is not None
+        transport.write(response)
+        transport.close()
+
+    def _finish(self) -> bytearray:
+        """Stop reading as the first request: forget the deadline, return what was read."""
+        self._done = True
+        self.server.head_received(self)
+        received, self._received, self._parser = self._received, bytearray(), None
+        return received
 
     def _hand_to_aiohttp(self) -> None:
         transport = self._transport
         assert transport is not None
+        received = self._finish()
         handler = self.server.aiohttp_protocol()
         transport.set_protocol(handler)
         handler.connection_made(transport)
-        received, self._received, self._parser = self._received, b"", None
-        handler.data_received(received)
+        handler.data_received(bytes(received))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._parser = None
+        if not self._done:
+            self._finish()
 
     # HttpRequestParser calls these on its protocol for request bodies; a GET has none.
     _reading_paused = False
