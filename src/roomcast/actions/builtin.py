@@ -1,10 +1,12 @@
-"""Actions every node has: ``status`` and ``createChatRoom``."""
+"""Actions every node has: ``status``, ``createChatRoom`` and ``authenticate``."""
 
 from __future__ import annotations
 
 import time
 
 from roomcast.actions.action import Action, ActionData
+from roomcast.actions.errors import ActionError
+from roomcast.auth import INVALID_TOKEN, InvalidToken
 
 
 class Status(Action):
@@ -40,4 +42,27 @@ class CreateChatRoom(Action):
         data.response["didCreate"] = True
 
 
-BUILTIN_ACTIONS: tuple[type[Action], ...] = (Status, CreateChatRoom)
+class TokenRefused(ActionError):
+    status = 401
+
+    def __init__(self) -> None:
+        super().__init__(INVALID_TOKEN)
+
+
+class Authenticate(Action):
+    name = "authenticate"
+    description = (
+        "Present a signed token (JWT): the connection's user becomes its sub claim; "
+        "fails with 'invalid token'."
+    )
+    inputs = {"token": {"required": True}}
+
+    async def run(self, data: ActionData) -> None:
+        try:
+            data.api.auth.authenticate(data.connection, str(data.params["token"]))
+        except InvalidToken:
+            raise TokenRefused() from None
+        data.response["user"] = data.connection.user
+
+
+BUILTIN_ACTIONS: tuple[type[Action], ...] = (Status, CreateChatRoom, Authenticate)

@@ -29,6 +29,7 @@ from aiohttp import web
 from aiohttp.http import HttpRequestParser
 
 from roomcast import jsonwire
+from roomcast.auth import INVALID_TOKEN, token_in_query
 from roomcast.protocol import replies, websocket_frames, websocket_handshake
 from roomcast.protocol.websocket import (
     OPEN,
@@ -144,9 +145,11 @@ class WebSocketProtocol(OrderedRequests):
         fingerprint: str | None,
         deflate: DeflateParameters | None,
         handshake: bytes = b"",
+        token: str | None = None,
     ) -> None:
         """Take over a client whose upgrade was accepted; ``handshake`` (the 101, when
-        the caller has not written it) leaves together with the welcome."""
+        the caller has not written it) leaves together with the welcome. ``token`` (the
+        URL's ``?token=``) is checked first: a bad one is refused with 1008."""
         super().__init__()
         self.server = server
         self.api = api = server.api
@@ -171,6 +174,10 @@ class WebSocketProtocol(OrderedRequests):
         server.remember_socket(self)  # forgotten in connection_lost
         if handshake:
             self.connection.write_raw(handshake)  # leaves with the welcome, in one write
+        # A token on the URL: a bad one refuses the client (told why, closed with 1008).
+        if token is not None and not api.auth.authenticate_on_connect(self.connection, token):
+            api.connections.refuse(self.connection, INVALID_TOKEN)
+            return
         self.register(self.connection)
 
     def registered(self) -> None:
@@ -285,6 +292,7 @@ async def serve_upgrade(server: WebServer, request: web.Request) -> web.StreamRe
         transport,
         request.cookies.get(SESSION_COOKIE),
         upgrade.deflate,
+        token=request.query.get("token"),
     )
     reader = _UpgradedRequest(protocol, asyncio.get_running_loop().create_future())
     # set_parser is typed for aiohttp's own reader; it calls only feed_data and feed_eof.
@@ -343,7 +351,7 @@ class FirstRequest(asyncio.Protocol):
                 self._hand_to_aiohttp()
             return
         message = messages[0][0]
-        path = message.path.partition("?")[0]
+        path, _, query = message.path.partition("?")
         upgrade = websocket_handshake.accept_upgrade(
             message.method, path, message.headers, compress=self.server.api.config.web.compress
         )
@@ -354,7 +362,12 @@ class FirstRequest(asyncio.Protocol):
         assert transport is not None
         fingerprint = websocket_handshake.cookie(message.headers, SESSION_COOKIE)
         protocol = WebSocketProtocol(
-            self.server, transport, fingerprint, upgrade.deflate, upgrade.response()
+            self.server,
+            transport,
+            fingerprint,
+            upgrade.deflate,
+            upgrade.response(),
+            token_in_query(query) if query else None,
         )
         transport.set_protocol(protocol)
         self._parser = None
