@@ -201,3 +201,27 @@ async def test_a_required_token_is_enforced_on_the_mounted_ws(tmp_path: Path) ->
         assert await exchange(f"?token={hs256(claims('gus'))}") == "OK"
     finally:
         server.stop()
+
+
+async def test_the_file_event_on_the_mounted_ws_answers_a_missing_file(open_ws: OpenWs) -> None:
+    client = await open_ws()
+    reply = await request(client, {"event": "file", "file": "nothing-here.txt"})
+    assert reply == {
+        "error": "That file is not found (nothing-here.txt)",
+        "context": "response",
+        "messageCount": 1,
+    }
+
+
+async def test_a_binary_message_on_the_mounted_ws_is_answered_with_an_error(
+    open_ws: OpenWs,
+) -> None:
+    client = await open_ws()
+    await client.send_bytes(b"\x00\x01")
+    reply = await next_of(client, "response")
+    assert reply == {
+        "status": "error",
+        "error": "binary frames are not supported: send JSON text frames",
+        "context": "response",
+        "messageCount": 1,
+    }
