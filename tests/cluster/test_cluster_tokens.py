@@ -4,6 +4,7 @@ connection, on the node that owns it."""
 from __future__ import annotations
 
 from cluster_support import CONFIG, Cluster
+
 from tokens import SECRET, claims, hs256
 
 AUTH = f"""
