@@ -172,16 +172,18 @@ async def test_a_websocket_client_refused_by_create_middleware_is_told_why_and_c
     actions.mkdir()
     (actions / "refuse.py").write_text(textwrap.dedent(REFUSING_WEBSOCKETS))
     with running_node("--actions", str(actions)) as node:
-        async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(f"ws://127.0.0.1:{node.web_port}/ws") as ws:
-                await ws.send_str('{"event":"detailsView"}')  # never answered
-                first = await ws.receive(timeout=5)
-                assert first.type is aiohttp.WSMsgType.TEXT
-                assert json.loads(first.data) == {
-                    "status": "error",
-                    "error": "websockets are not welcome here",
-                    "context": "api",
-                }
-                closing = await ws.receive(timeout=5)
-                assert closing.type is aiohttp.WSMsgType.CLOSE
-                assert ws.close_code == 1008
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"ws://127.0.0.1:{node.web_port}/ws") as ws,
+        ):
+            await ws.send_str('{"event":"detailsView"}')  # never answered
+            first = await ws.receive(timeout=5)
+            assert first.type is aiohttp.WSMsgType.TEXT
+            assert json.loads(first.data) == {
+                "status": "error",
+                "error": "websockets are not welcome here",
+                "context": "api",
+            }
+            closing = await ws.receive(timeout=5)
+            assert closing.type is aiohttp.WSMsgType.CLOSE
+            assert ws.close_code == 1008
