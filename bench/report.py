@@ -62,14 +62,16 @@ def ratios(result: dict) -> list[str]:
     """The issue's targets, as measured ratios (no verdicts on noisy machines, just numbers)."""
     res = result["results"]
     lines: list[str] = []
-    for rc in ("roomcast-ws", "roomcast-tcp"):
+    for rc in ("roomcast-ws", "roomcast-tcp", "roomcast-asgi"):
         if rc not in res:
             continue
         sizes = res[rc].get("fanout", {}).get("sizes", {})
         n = "1000" if "1000" in sizes else (sorted(sizes, key=int)[-1] if sizes else None)
         mine = _fanout_cpu(res, rc, n) if n else None
+        # the ASGI path is also compared with the node's own WebSocket server
+        own = ("roomcast-ws",) if rc == "roomcast-asgi" else ()
         if mine:
-            for peer in ("actionhero", "websockets", "socketio", "floor-tcp"):
+            for peer in ("actionhero", "websockets", "socketio", "floor-tcp", *own):
                 theirs = _fanout_cpu(res, peer, n)
                 if theirs:
                     lines.append(

@@ -2,7 +2,8 @@
 
     python bench/run.py [--quick] [--servers a,b,...] [--scenarios fanout,ramp,...]
 
-Servers: roomcast-ws, roomcast-tcp, socketio, actionhero, websockets, floor-tcp.
+Servers: roomcast-ws, roomcast-tcp, roomcast-asgi, socketio, actionhero, websockets,
+floor-tcp.
 Scenarios: fanout, ramp, connections, stall, cluster.
 Each target runs as its own subprocess; results go to bench/results/<timestamp>.json.
 The exit status is non-zero only when the harness breaks (or, with --quick, when
@@ -30,9 +31,17 @@ from report import print_summary
 from scenarios import SCENARIOS, Settings
 from servers import BENCH_DIR, TARGETS, TargetFailed, TargetUnavailable
 
-ALL_SERVERS = ["roomcast-ws", "roomcast-tcp", "socketio", "actionhero", "websockets", "floor-tcp"]
+ALL_SERVERS = [
+    "roomcast-ws",
+    "roomcast-tcp",
+    "roomcast-asgi",
+    "socketio",
+    "actionhero",
+    "websockets",
+    "floor-tcp",
+]
 ALL_SCENARIOS = ["fanout", "ramp", "connections", "stall", "cluster"]
-CLUSTER_SERVERS = {"roomcast-ws", "roomcast-tcp", "socketio", "actionhero"}
+CLUSTER_SERVERS = {"roomcast-ws", "roomcast-tcp", "roomcast-asgi", "socketio", "actionhero"}
 
 
 def machine() -> dict:

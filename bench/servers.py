@@ -382,6 +382,42 @@ class SocketIOPeer(Target):
         )
 
 
+class RoomcastAsgi(Target):
+    """peers/roomcast_asgi_server.py: roomcast.asgi.app under uvicorn, the node's own ports off."""
+
+    def available(self, python):
+        for mod in ("roomcast.asgi", "uvicorn"):
+            if not _python_has(python, mod):
+                return f"{mod} not importable (run bench/setup.sh and use bench/.env/bin/python)"
+        return None
+
+    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None):
+        port = free_port()
+        cmd = [
+            python,
+            str(PEERS_DIR / "roomcast_asgi_server.py"),
+            "--port",
+            str(port),
+            "--id",
+            f"bench-asgi-{node_id}",
+        ]
+        if redis_url:
+            cmd += ["--redis-url", redis_url]
+        if send_limit:
+            cmd += ["--send-limit", str(send_limit)]
+        server = spawn(f"{self.name}-{node_id}", pinned(cmd, cpus), log_dir, {"web": port})
+        server.wait_ready(30)  # uvicorn listens once the lifespan has started the node
+        return server, port
+
+    def version(self, python):
+        return (
+            "roomcast "
+            + _python_version_of(python, "roomcast")
+            + ", uvicorn "
+            + _python_version_of(python, "uvicorn")
+        )
+
+
 class ActionheroPeer(Target):
     def available(self, python):
         if shutil.which("node") is None:
@@ -433,6 +469,7 @@ class ActionheroPeer(Target):
 TARGETS: dict[str, Target] = {
     "roomcast-ws": Roomcast("roomcast-ws", "roomcast-ws"),
     "roomcast-tcp": Roomcast("roomcast-tcp", "roomcast-tcp"),
+    "roomcast-asgi": RoomcastAsgi("roomcast-asgi", "roomcast-ws"),
     "socketio": SocketIOPeer("socketio", "socketio"),
     "actionhero": ActionheroPeer("actionhero", "actionhero", needs_redis=True),
     "websockets": NaiveWebsockets("websockets", "websockets"),

@@ -288,7 +288,15 @@ async def test_create_chat_room_requires_a_name(node: TestNode) -> None:
 
 async def test_documentation_lists_every_action_with_its_inputs(node: TestNode) -> None:
     docs = node.api.actions.documentation()
-    assert set(docs) == {"status", "createChatRoom", "echo", "boom", "guarded", "slow"}
+    assert set(docs) == {
+        "status",
+        "createChatRoom",
+        "authenticate",
+        "echo",
+        "boom",
+        "guarded",
+        "slow",
+    }
     assert docs["createChatRoom"]["inputs"] == {"name": {"required": True}}
     assert docs["echo"]["inputs"]["times"] == {"required": False, "default": 1}
     assert docs["echo"]["description"] == "Returns its params."

@@ -16,10 +16,11 @@ from typing import Any
 
 from roomcast.actions.builtin import BUILTIN_ACTIONS
 from roomcast.actions.processor import Actions
+from roomcast.auth import NodeAuth
 from roomcast.chat.errors import WIRE_ERRORS
 from roomcast.chat.room import ChatRoom
 from roomcast.cluster import REDIS_DOWN, Cluster
-from roomcast.config import Config, validate
+from roomcast.config import Config, ConfigError, validate
 from roomcast.connection import Connections
 from roomcast.metrics import NodeStats, watch_loop_lag
 from roomcast.servers.admission import Admission
@@ -69,6 +70,10 @@ class Api:
             limits=config.limits,
         )
         self.connections.leave_rooms = self.chat_room.leave_all
+        #: Signed tokens and private rooms (the ``[auth]`` table).
+        self.auth = NodeAuth(config.auth)
+        if self.auth.checks_joins:
+            self.chat_room.join_check = self.auth.check_join
         #: Connections with output queued this loop tick (see :class:`Outbox`).
         self.outbox = Outbox()
         #: The connection limits every listener asks before it builds a connection.
@@ -94,6 +99,10 @@ class Api:
         """
         for warning in validate(self.config):
             log.warning("%s", warning)
+        try:
+            self.auth.start()  # the key file is read here, once
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"[auth] jwt_public_key: {error}") from None
         self.started_monotonic = time.monotonic()
         if self.config.tls_cert and self.config.tls_key:
             self.tls = server_context(self.config.tls_cert, self.config.tls_key)

@@ -2,7 +2,7 @@
 
 Precedence is flag > environment > file > default. In the TOML file the flags are
 top-level keys with underscores; the other settings live in the ``[chat]``, ``[socket]``,
-``[web]``, ``[cluster]`` and ``[limits]`` tables. Each setting's description is in its
+``[web]``, ``[cluster]``, ``[limits]`` and ``[auth]`` tables. Each setting's description is in its
 field's metadata, so :func:`settings_reference` (and the CLI help) cannot drift from it.
 """
 
@@ -154,6 +154,38 @@ class LimitsSettings:
 
 
 @dataclass
+class AuthSettings:
+    """Signed tokens (JWT): who a client is, and which private rooms it may join."""
+
+    jwt_secret: str = field(
+        default="",
+        metadata=_about("shared secret that checks HS256 tokens (at least 32 bytes); empty: none"),
+    )
+    jwt_public_key: str = field(
+        default="",
+        metadata=_about(
+            "PEM file of the public key (or certificate) that checks RS256 (RSA) or ES256 "
+            "(P-256) tokens; read once at start; empty: none"
+        ),
+    )
+    audience: str = field(
+        default="",
+        metadata=_about("when set, a token's aud claim must name it; empty: aud is not checked"),
+    )
+    private_rooms: list[str] = field(
+        default_factory=list,
+        metadata=_about(
+            'globs (such as "team-*") of rooms whose joiners need a token whose rooms claim '
+            "holds a glob matching the room"
+        ),
+    )
+    required: bool = field(
+        default=False,
+        metadata=_about("when true, a client without a valid token may not join or say"),
+    )
+
+
+@dataclass
 class Config:
     """Every setting of a node; build one directly in code or with :func:`load_config`."""
 
@@ -242,6 +274,10 @@ class Config:
         default_factory=LimitsSettings,
         metadata=_about("the [limits] table: what clients may use; 0 turns a limit off"),
     )
+    auth: AuthSettings = field(
+        default_factory=AuthSettings,
+        metadata=_about("the [auth] table: signed tokens and private rooms"),
+    )
 
 
 #: The settings that are also CLI flags and ``ROOMCAST_*`` variables.
@@ -267,6 +303,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "web": WebSettings,
     "cluster": ClusterSettings,
     "limits": LimitsSettings,
+    "auth": AuthSettings,
 }
 #: Every ``ROOMCAST_*`` variable a node reads.
 KNOWN_ENVIRONMENT = frozenset({"ROOMCAST_CONFIG", *(f"ROOMCAST_{n.upper()}" for n in FLAGS)})
@@ -468,7 +505,7 @@ def validate(config: Config) -> list[str]:
         raise ConfigError(f"--workers must be 1 or more, not {config.workers!r}")
     if config.workers > 1 and config.redis_url is None:
         raise ConfigError(WORKERS_NEED_REDIS)
-    warnings = []
+    warnings = _check_auth(config.auth)
     if config.redis_url is not None and config.server_token == DEFAULT_SERVER_TOKEN:
         warnings.append(
             f"--server-token is still the default {DEFAULT_SERVER_TOKEN!r} on a real Redis: "
@@ -516,6 +553,44 @@ def _check_tls(cert: str | None, key: str | None) -> None:
             f"--tls-cert {cert!r} and --tls-key {key!r} are not a PEM certificate chain "
             f"and its unencrypted private key: {error}"
         ) from None
+
+
+#: Fewer bytes than this in an HS256 secret can be guessed offline from one token.
+MIN_SECRET_BYTES = 32
+
+
+def _check_auth(auth: AuthSettings) -> list[str]:
+    """Refuse [auth] settings no token could pass; return warnings about weak ones."""
+    if auth.jwt_public_key:
+        from roomcast.auth import load_public_key  # PyJWT and cryptography: only when used
+
+        path = auth.jwt_public_key
+        try:
+            load_public_key(path)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise ConfigError(
+                f"cannot read the [auth] jwt_public_key file {path!r}: {reason}"
+            ) from None
+        except ValueError as error:
+            raise ConfigError(f"[auth] jwt_public_key {path!r}: {error}") from None
+    has_key = bool(auth.jwt_secret or auth.jwt_public_key)
+    if auth.required and not has_key:
+        raise ConfigError(
+            "[auth] required = true needs jwt_secret or jwt_public_key to check tokens with"
+        )
+    if auth.private_rooms and not has_key:
+        raise ConfigError(
+            "[auth] private_rooms needs jwt_secret or jwt_public_key: without one nobody "
+            "could join them"
+        )
+    warnings = []
+    if auth.jwt_secret and len(auth.jwt_secret.encode()) < MIN_SECRET_BYTES:
+        warnings.append(
+            f"[auth] jwt_secret is shorter than {MIN_SECRET_BYTES} bytes: a token signed "
+            "with it can be brute-forced offline; use a long random secret"
+        )
+    return warnings
 
 
 def _check_origin(origin: str) -> None:

@@ -180,6 +180,12 @@ class Connection:
     type: str = "test"
     framing: str = "json"
     can_chat: bool = True
+    # Set per instance (in its __dict__) only once a token is accepted: an idle
+    # connection without one pays nothing for them.
+    #: The ``sub`` claim of the token this client presented, or None.
+    user: str | None = None
+    #: Every claim of that token, or None.
+    claims: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -288,8 +294,8 @@ class Connection:
         return bucket.take(now)
 
     def details(self) -> dict[str, Any]:
-        """The ``detailsView`` data, in ActionHero's camelCase."""
-        return {
+        """The ``detailsView`` data, in ActionHero's camelCase (``user`` once authenticated)."""
+        details: dict[str, Any] = {
             "id": self.id,
             "fingerprint": self.fingerprint,
             "remoteIP": self.remote_ip,
@@ -300,6 +306,9 @@ class Connection:
             "totalActions": self.total_actions,
             "pendingActions": self.pending_actions,
         }
+        if self.user is not None:
+            details["user"] = self.user
+        return details
 
 
 ConnectionHook = Callable[[Connection], Any]
@@ -397,6 +406,13 @@ class Connections:
             return False
         self._track(connection)
         return True
+
+    def refuse(self, connection: Connection, reason: str) -> None:
+        """Refuse a connection that was never registered (a bad token on its URL): the
+        client is told ``reason`` and closed; no middleware runs."""
+        if connection.state is CONNECTING:
+            connection.state = CLOSED
+            connection.refuse(reason)
 
     async def destroy(self, connection: Connection) -> None:
         """Run destroy middleware, leave every room, forget the connection, close it.

@@ -25,6 +25,8 @@ class VerbError(Exception):
 async def run_verb(connection: Connection, verb: str, args: Mapping[str, Any]) -> Any:
     """Run ``verb`` for ``connection``; return the reply data or raise with the wire text."""
     api = connection.api
+    if api.auth.required:  # first of all checks: no join or say without a valid token
+        api.auth.check_request(connection, verb)
     room = args.get("room")
     if verb == "roomAdd":
         return await api.chat_room.add_member(connection.id, _text(room))

@@ -1,4 +1,4 @@
-"""Actions every node has: ``status`` and ``createChatRoom``."""
+"""Actions every node has: ``status``, ``createChatRoom`` and ``authenticate``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 import time
 
 from roomcast.actions.action import Action, ActionData
+from roomcast.actions.errors import ActionError
+from roomcast.auth import INVALID_TOKEN, InvalidToken
 from roomcast.cluster.errors import REDIS_DOWN
 
 
@@ -49,4 +51,27 @@ class CreateChatRoom(Action):
         data.response["didCreate"] = True
 
 
-BUILTIN_ACTIONS: tuple[type[Action], ...] = (Status, CreateChatRoom)
+class TokenRefused(ActionError):
+    status = 401
+
+    def __init__(self) -> None:
+        super().__init__(INVALID_TOKEN)
+
+
+class Authenticate(Action):
+    name = "authenticate"
+    description = (
+        "Present a signed token (JWT): the connection's user becomes its sub claim; "
+        "fails with 'invalid token'."
+    )
+    inputs = {"token": {"required": True}}
+
+    async def run(self, data: ActionData) -> None:
+        try:
+            data.api.auth.authenticate(data.connection, str(data.params["token"]))
+        except InvalidToken:
+            raise TokenRefused() from None
+        data.response["user"] = data.connection.user
+
+
+BUILTIN_ACTIONS: tuple[type[Action], ...] = (Status, CreateChatRoom, Authenticate)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from roomcast import jsonwire
@@ -97,6 +97,8 @@ class ChatRoom:
         self._room_checks: dict[str, asyncio.Future[bool]] = {}
         self._bus_key = derive_key(server_token)
         self._drops = DropLog(log, "chat message")
+        #: Refuses a join by raising, before join middleware runs (the node's [auth]).
+        self.join_check: Callable[[Connection, str], None] | None = None
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -297,6 +299,8 @@ class ChatRoom:
             room
         ):
             raise RoomNotFound()
+        if self.join_check is not None:
+            self.join_check(connection, room)
         if self.middleware.join:
             await self.middleware.run_join(connection, room)
         # The awaits above let other work run: the connection may have started closing

@@ -30,6 +30,7 @@ from aiohttp import web
 from aiohttp.http import HttpRequestParser
 
 from roomcast import jsonwire
+from roomcast.auth import INVALID_TOKEN, token_in_query
 from roomcast.protocol import replies, websocket_frames, websocket_handshake
 from roomcast.protocol.forwarded import HEADER as FORWARDED_FOR
 from roomcast.protocol.forwarded import client_address
@@ -148,11 +149,13 @@ class WebSocketProtocol(OrderedRequests):
         deflate: DeflateParameters | None,
         handshake: bytes = b"",
         forwarded_for: Sequence[str] = (),
+        token: str | None = None,
     ) -> None:
         """Take over a client whose upgrade was accepted and admitted (counted by
         ``api.admission``, released here when the connection is lost); ``handshake``
         (the 101, when the caller has not written it) leaves together with the welcome;
-        ``forwarded_for`` holds the upgrade's ``X-Forwarded-For`` values."""
+        ``forwarded_for`` holds the upgrade's ``X-Forwarded-For`` values. ``token`` (the
+        URL's ``?token=``) is checked first: a bad one is refused with 1008."""
         super().__init__()
         self.server = server
         self.api = api = server.api
@@ -180,6 +183,10 @@ class WebSocketProtocol(OrderedRequests):
         server.remember_socket(self)  # forgotten in connection_lost
         if handshake:
             self.connection.write_raw(handshake)  # leaves with the welcome, in one write
+        # A token on the URL: a bad one refuses the client (told why, closed with 1008).
+        if token is not None and not api.auth.authenticate_on_connect(self.connection, token):
+            api.connections.refuse(self.connection, INVALID_TOKEN)
+            return
         self.register(self.connection)
 
     def registered(self) -> None:
@@ -306,6 +313,7 @@ async def serve_upgrade(server: WebServer, request: web.Request) -> web.StreamRe
         request.cookies.get(SESSION_COOKIE),
         upgrade.deflate,
         forwarded_for=request.headers.getall(FORWARDED_FOR, ()),
+        token=request.query.get("token"),
     )
     reader = _UpgradedRequest(protocol, asyncio.get_running_loop().create_future())
     # set_parser is typed for aiohttp's own reader; it calls only feed_data and feed_eof.
@@ -391,7 +399,7 @@ class FirstRequest(asyncio.Protocol):
                 self._hand_to_aiohttp()
             return
         message = messages[0][0]
-        path = message.path.partition("?")[0]
+        path, _, query = message.path.partition("?")
         server = self.server
         upgrade = websocket_handshake.accept_upgrade(
             message.method, path, message.headers, compress=server.api.config.web.compress
@@ -419,6 +427,7 @@ class FirstRequest(asyncio.Protocol):
             upgrade.deflate,
             upgrade.response(),
             message.headers.getall(FORWARDED_FOR, ()),
+            token_in_query(query) if query else None,
         )
         transport.set_protocol(protocol)
         if tail:
