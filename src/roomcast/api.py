@@ -16,6 +16,7 @@ from typing import Any
 from roomcast.actions.builtin import BUILTIN_ACTIONS
 from roomcast.actions.processor import Actions
 from roomcast.chat.errors import WIRE_ERRORS
+from roomcast.chat.history import history_policy
 from roomcast.chat.room import ChatRoom
 from roomcast.cluster import REDIS_DOWN, Cluster
 from roomcast.config import Config, validate
@@ -63,6 +64,10 @@ class Api:
             connections=self.connections,
             cluster=self.cluster,
             stats=self.stats,
+            history=history_policy(
+                config.chat.history_size, config.chat.history_ttl, config.chat.history_rooms
+            ),
+            presence_events=config.chat.presence_events,
         )
         self.connections.leave_rooms = self.chat_room.leave_all
         #: Connections with output queued this loop tick (see :class:`Outbox`).

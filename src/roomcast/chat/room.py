@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Iterable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from roomcast import jsonwire
@@ -25,9 +25,12 @@ from roomcast.chat.errors import (
     RoomRequired,
     RpcTimeout,
 )
+from roomcast.chat.history import HistoryPolicy, HistoryUnavailable, NoHistory, RoomHistory
 from roomcast.chat.middleware import ChatMiddleware, ChatMiddlewareChain
+from roomcast.chat.presence import is_event, join_event, leave_event
 from roomcast.chat.room_index import RoomIndex
 from roomcast.cluster.errors import REDIS_DOWN
+from roomcast.cluster.history import with_position
 from roomcast.metrics import NodeStats
 
 if TYPE_CHECKING:
@@ -61,6 +64,8 @@ class ChatRoom:
         connections: Connections,
         cluster: Cluster,
         stats: NodeStats | None = None,
+        history: HistoryPolicy | None = None,
+        presence_events: bool = False,
     ) -> None:
         self.node_id = node_id
         self.stats = stats or NodeStats()
@@ -82,6 +87,15 @@ class ChatRoom:
         self._rooms_seen: dict[str, float] = {}  # room -> until when it is known to exist
         self._room_checks: dict[str, asyncio.Future[bool]] = {}
         self._header = jsonwire.dumps({"serverToken": server_token, "serverId": node_id}) + b"\n"
+        #: Rooms with history (None: no room keeps any, and nothing of it runs).
+        self.history = (
+            RoomHistory(history, cluster.history, self.index, self.middleware)
+            if history is not None
+            else None
+        )
+        self.presence_events = presence_events
+        if presence_events:  # the reaping node tells the rooms of a dead node's members
+            cluster.presence.on_reaped = self._on_reaped
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -107,9 +121,11 @@ class ChatRoom:
         # leave could be undone (or a join deleted) by this snapshot.
         async with self._member_writes.closed():
             rooms = set(self._starting_rooms) | set(self.index.rooms())
+            if self.history is not None:
+                rooms |= set(self.history.recovering)
             members: dict[tuple[str, str], dict[str, Any]] = {}
-            for room in self.index.rooms():
-                for connection in self.index.members(room):
+            for room in rooms:
+                for connection in self._local_members(room):
                     details = self._details.get((room, connection.id))
                     if details is None:
                         details = self.generate_member_details(connection)
@@ -184,6 +200,8 @@ class ChatRoom:
         finally:
             self._rooms_seen.pop(room, None)
             await self._store.remove_room(room)
+            if self.history is not None and self.history.keeps(room):
+                await self._cluster.history.drop(room)
 
     async def _room_exists(self, room: str, remembered: bool = True) -> bool:
         """``exists`` for joins and leaves: concurrent checks share one Redis read, and a
@@ -242,7 +260,34 @@ class ChatRoom:
             return bool(result)
         return await self._remove_local_member(connection, room)
 
-    async def _add_local_member(self, connection: Connection, room: str) -> bool:
+    async def recover_member(
+        self, connection: Connection, room: str, since: int, epoch: str
+    ) -> dict[str, Any] | bool:
+        """Join a connection of this node to ``room``, replaying what it missed after
+        offset ``since`` of ``epoch``; return ``{"recovered", "epoch", "offset"}``.
+
+        The replay is written after the caller's current step: write the reply first
+        (before awaiting anything). A room without history is joined as by
+        :meth:`add_member` (True). If the history cannot be read the join is undone and
+        the error raised.
+        """
+        if self.history is None or not self.history.keeps(room):
+            return await self._add_local_member(connection, room)
+        await self._add_local_member(connection, room, recovering=True)
+        return await self._recover(connection, room, since, epoch)
+
+    async def room_history(
+        self, connection: Connection, room: str, since: int = 0, limit: int = 100
+    ) -> dict[str, Any]:
+        """``{"room", "epoch", "offset", "messages"}``: the kept messages after ``since``
+        (at most ``limit``, oldest first). Raises ``NoHistory`` for a room without."""
+        if self.history is None:
+            raise NoHistory(room)
+        return await self.history.read(connection, room, since, limit)
+
+    async def _add_local_member(
+        self, connection: Connection, room: str, recovering: bool = False
+    ) -> bool:
         if not room:
             raise RoomRequired()
         if room in connection.rooms:
@@ -263,7 +308,10 @@ class ChatRoom:
         if room in connection.rooms:
             raise AlreadyInRoom(room)
         connection.rooms.append(room)
-        self.index.add(room, connection)
+        if not recovering:
+            self.index.add(room, connection)
+        elif self.history is not None:  # in the index once its replay is done
+            self.history.collect(room, connection.id)
         details = self.generate_member_details(connection)
         self._details[(room, connection.id)] = details
         if not self._bus.settled(self._keys.room_channel(room), True):
@@ -279,7 +327,32 @@ class ChatRoom:
             gate.leave()
         self.stats.joins += 1
         log.debug("%s joined %s", connection.id, room)
+        if self.presence_events:
+            shown = self.sanitize_member_details(details)
+            shown["id"] = connection.id
+            await self._announce(room, join_event(room, connection.id, shown, now_ms()))
         return True
+
+    async def _recover(
+        self, connection: Connection, room: str, since: int, epoch: str
+    ) -> dict[str, Any]:
+        assert self.history is not None
+        channel = self._keys.room_channel(room)
+        try:
+            return await self.history.recover(
+                connection, room, since, epoch, lambda: self._bus.confirmed(channel)
+            )
+        except REDIS_DOWN as error:
+            log.warning("history of %s unreadable for %s: %s", room, connection.id, error)
+            await self._undo_join(connection, room)
+            raise HistoryUnavailable(room) from error
+        except BaseException:
+            await self._undo_join(connection, room)
+            raise
+
+    async def _undo_join(self, connection: Connection, room: str) -> None:
+        if room in connection.rooms:
+            await self.forget_local_member(connection, room)
 
     async def _remove_local_member(self, connection: Connection, room: str) -> bool:
         if not room:
@@ -299,6 +372,8 @@ class ChatRoom:
         with contextlib.suppress(ValueError):
             connection.rooms.remove(room)
         self.index.remove(room, connection.id)
+        if self.history is not None and self.history.recovering:
+            self.history.forget(room, connection.id)
         self._details.pop((room, connection.id), None)
         await self._sync_subscription(room)
         gate = self._member_writes
@@ -312,6 +387,8 @@ class ChatRoom:
             gate.leave()
         self.stats.leaves += 1
         log.debug("%s left %s", connection.id, room)
+        if self.presence_events:
+            await self._announce(room, leave_event(room, connection.id, now_ms()))
 
     async def leave_all(self, connection: Connection) -> None:
         """Take a closing connection out of every room; leave middleware runs but can't refuse."""
@@ -324,6 +401,14 @@ class ChatRoom:
                     await self.forget_local_member(connection, room)
 
     async def _sync_subscription(self, room: str) -> None:
+        history = self.history
+        if history is not None and history.keeps(room):
+            await self._bus.sync(
+                self._keys.room_channel(room),
+                self._on_history_message,
+                lambda: self.index.has_members(room) or history.is_recovering(room),
+            )
+            return
         await self._bus.sync(
             self._keys.room_channel(room),
             self._on_room_message,
@@ -342,8 +427,18 @@ class ChatRoom:
             raise ConnectionNotFound()
         return connection
 
-    async def _rpc_evict_room(self, room: str) -> int:
+    def _local_members(self, room: str) -> Sequence[Connection]:
+        """This node's members of ``room``: the index's, and those still recovering."""
         members = self.index.members(room)
+        if self.history is not None and self.history.is_recovering(room):
+            for connection_id in self.history.recovering[room]:
+                connection = self._connections.get(connection_id)
+                if connection is not None:
+                    members.append(connection)
+        return members
+
+    async def _rpc_evict_room(self, room: str) -> int:
+        members = self._local_members(room)
         for connection in members:
             try:
                 await self._remove_local_member(connection, room)
@@ -374,9 +469,65 @@ class ChatRoom:
         payload = await self.middleware.run_on_say_receive(connection, room, payload)
         self.stats.messages_received += 1
         data = jsonwire.dumps(payload)
+        history = self.history
+        if history is not None and history.keeps(room):
+            await self._broadcast_kept(history, room, payload, data)
+            return
         await self.deliver_local(room, payload, data)
         if self._publish:
             await self._bus.publish(self._keys.room_channel(room), self._header + data)
+
+    async def _broadcast_kept(
+        self, history: RoomHistory, room: str, payload: Any, data: bytes
+    ) -> None:
+        """Keep and publish a message of a room with history; every node, this one too,
+        delivers it from the room's channel, so all deliver a room's messages in order."""
+        try:
+            offset, epoch = await history.append(room, self._header, data)
+        except REDIS_DOWN as error:  # chat goes on here, without a position
+            log.warning("message in %s not kept (%s); delivered on this node only", room, error)
+            await self.deliver_local(room, payload, data)
+            return
+        if not history.publishes:  # pub/sub is another Redis: publish it ourselves
+            await self._bus.publish(
+                self._keys.room_channel(room), self._header + with_position(data, offset, epoch)
+            )
+
+    async def _announce(self, room: str, event: dict[str, Any]) -> None:
+        """Send a presence event to every member of ``room`` on every node."""
+        data = jsonwire.dumps(event)
+        if self.history is not None and self.history.keeps(room):
+            # Like the room's messages, it reaches this node's members from the channel.
+            await self._bus.publish(self._keys.room_channel(room), self._header + data)
+            return
+        await self.deliver_local(room, event, data)
+        if self._publish:
+            await self._bus.publish(self._keys.room_channel(room), self._header + data)
+
+    async def _on_reaped(self, entries: set[tuple[str, str]]) -> None:
+        """A dead node's memberships were removed here: tell each room who left."""
+        at = now_ms()
+        for connection_id, room in sorted(entries):
+            await self._announce(room, leave_event(room, connection_id, at))
+
+    async def _on_history_message(self, channel: str, data: bytes) -> None:
+        """A message of a room with history, from any node (this one included)."""
+        header, _, body = data.partition(b"\n")
+        try:
+            meta = jsonwire.loads(header)
+        except ValueError:
+            log.warning("dropped undecodable chat message on %s", channel)
+            return
+        if not isinstance(meta, dict) or meta.get("serverToken") != self._server_token:
+            log.warning("dropped chat message with a wrong serverToken on %s", channel)
+            return
+        room = self._keys.room_of_channel(channel)
+        history = self.history
+        if history is not None and history.recovering:
+            # Connections recovering in the room get it after their replay.
+            for buffer in history.recovering.get(room, {}).values():
+                buffer.append(body)
+        await self.deliver_local(room, None, body)
 
     async def _on_room_message(self, channel: str, data: bytes) -> None:
         header, _, body = data.partition(b"\n")
@@ -403,7 +554,13 @@ class ChatRoom:
         if not members:
             return 0
         frames: dict[str, Any] = {}
-        if not self.middleware.say:
+        say = self.middleware.say
+        if say:
+            if payload is None:
+                payload = jsonwire.loads(data)
+            if is_event(payload):  # presence events are not says: no say middleware
+                say = []
+        if not say:
             # Consecutive members mostly share a transport kind: look its frame up only
             # when the kind changes (this loop runs once per member per message).
             framing: str | None = None
@@ -417,8 +574,7 @@ class ChatRoom:
                 connection.write_frame(frame)
             self.stats.deliveries += len(members)
             return len(members)
-        if payload is None:
-            payload = jsonwire.loads(data)
+        assert payload is not None
         sent = 0
         for connection in members:
             if connection.destroyed:

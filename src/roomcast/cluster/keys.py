@@ -39,6 +39,14 @@ class Keys:
         """Hash: connection id -> JSON member details."""
         return self.room_key("members", room)
 
+    def history(self, room: str) -> str:
+        """List: the room's last messages, oldest first, each as clients receive it."""
+        return self.room_key("history", room)
+
+    def history_meta(self, room: str) -> str:
+        """Hash of the room's history: ``offset`` (the last one given) and ``epoch``."""
+        return self.room_key("history-meta", room)
+
     @property
     def nodes(self) -> str:
         """Set of node ids that have announced themselves."""
