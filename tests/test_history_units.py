@@ -160,19 +160,37 @@ async def test_read_of_a_room_without_messages_starts_an_epoch_at_offset_zero():
     assert epoch == state.epoch
 
 
-async def test_lost_meta_starts_a_new_epoch_and_drops_the_old_log():
+async def test_a_lost_log_starts_a_new_epoch_at_offset_one():
     store, redis = _store()
     _, first = await store.append("r", b"", BODY, size=10, ttl=60)
-    await redis.delete("t:history-meta:r")
+    await redis.delete("t:history:r")
     offset, second = await store.append("r", b"", BODY, size=10, ttl=60)
     assert (offset, second != first) == (1, True)
+
+
+async def test_a_log_not_written_by_the_script_starts_a_new_epoch():
+    store, redis = _store()
+    await redis.rpush("t:history:r", b"garbage")
+    offset, _ = await store.append("r", b"", BODY, size=10, ttl=60)
+    assert offset == 1
     assert await redis.llen("t:history:r") == 1
+
+
+async def test_a_quiet_rooms_epoch_is_kept_as_a_marker_no_read_returns():
+    store, redis = _store()
+    state = await store.read("quiet", 0, 0, ttl=60)
+    assert await redis.lrange("t:history:quiet", 0, -1) == [
+        b'{"offset":0,"epoch":"%s"}' % state.epoch.encode()
+    ]
+    await store.append("quiet", b"", BODY, size=10, ttl=60)
+    again = await store.read("quiet", 0, 0, ttl=60)
+    assert [position_of(m) for m in again.messages] == [1]
+    assert again.covers(0)
 
 
 async def test_history_keys_expire_after_the_ttl():
     store, redis = _store()
     await store.append("r", b"", BODY, size=10, ttl=30)
-    assert 0 < await redis.pttl("t:history-meta:r") <= 30_000
     assert 0 < await redis.pttl("t:history:r") <= 30_000
 
 
@@ -180,7 +198,7 @@ async def test_drop_forgets_a_rooms_history():
     store, redis = _store()
     await store.append("r", b"", BODY, size=10, ttl=60)
     await store.drop("r")
-    assert await redis.exists("t:history-meta:r", "t:history:r") == 0
+    assert await redis.exists("t:history:r") == 0
 
 
 def test_a_state_covers_since_when_nothing_after_it_was_trimmed():

@@ -1,12 +1,15 @@
 """Per-room message history in Redis: offsets, epochs and the kept messages.
 
-A room with history has two keys: its *meta* hash (``offset``: the last offset given,
-``epoch``: names this run of the history) and its *log* list (the last messages, each the
-exact bytes clients receive). One Lua script allocates the next offset, stores the message,
-trims the log, refreshes both keys' TTL and publishes, so every node sees the same offset
-and epoch for a message and appending costs one round trip. When the meta hash is missing
-(first message, Redis restarted empty, the keys expired, failover to an empty replica) the
-script starts a new epoch: a new epoch means history may have been lost.
+A room with history has one key, its *log*: a list of the room's last messages, each the
+exact bytes clients receive, the newest last. The newest one's position suffix holds the
+room's last offset and its epoch (the name of this run of the history), so nothing else
+needs storing; a room where nothing was said yet holds a marker at offset 0
+(``{"offset":0,"epoch":"E"}``), which no read returns. One Lua script reads the newest
+position, stores the message with the next offset, trims the log, refreshes its TTL and
+publishes, so every node sees the same offset and epoch for a message and appending costs
+one round trip. When the log is missing (first message, Redis restarted empty, the key
+expired, failover to an empty replica) the script starts a new epoch: a new epoch means
+history may have been lost.
 
 A stored or published message is the body the node encoded with
 ``,"offset":N,"epoch":"E"`` inserted before its final ``}`` (:func:`with_position`);
@@ -71,30 +74,31 @@ def position_of(data: bytes) -> int | None:
     return int(match.group(1)) if match is not None else None
 
 
-# Starts a new epoch when the meta hash is missing, dropping whatever log is left (its
-# messages belong to a lost epoch); returns the new epoch. Every redis.call counts on the
-# embedded store, where each costs far more than in Redis: none is spared needlessly.
-_NEW_EPOCH = """
-local function new_epoch(meta, log, prefix, ttl)
+# The newest entry's position, or a new epoch (at offset 0) when the log is empty or was
+# not written by us. Every redis.call counts on the embedded store, where each costs far
+# more than in Redis: none is spent needlessly.
+_POSITION = """
+local function position(log, prefix)
+  local newest = redis.call('LINDEX', log, -1)
+  if newest then
+    local offset, epoch = string.match(newest, '"offset":(%d+),"epoch":"(%w+)"}$')
+    if epoch then return tonumber(offset), epoch, false end
+    redis.call('DEL', log)
+  end
   local now = redis.call('TIME')
-  local epoch = prefix .. now[1] .. string.format('%06d', tonumber(now[2]))
-  redis.call('DEL', log)
-  redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
-  redis.call('PEXPIRE', meta, ttl)
-  return epoch
+  return 0, prefix .. now[1] .. string.format('%06d', tonumber(now[2])), true
 end
 """
 
-# KEYS: meta, log. ARGV: header, body, size, ttl (ms), epoch prefix, publish command
-# ('' for none), channel. Returns {offset, epoch}.
+# KEYS: log. ARGV: header, body, size, ttl (ms), epoch prefix, publish command ('' for
+# none), channel. Returns {offset, epoch}.
 _APPEND = (
-    _NEW_EPOCH
+    _POSITION
     + """
-local meta, log = KEYS[1], KEYS[2]
-local header, body, size, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local epoch = redis.call('HGET', meta, 'epoch')
-if not epoch then epoch = new_epoch(meta, log, ARGV[5], ttl) end
-local offset = redis.call('HINCRBY', meta, 'offset', 1)
+local log = KEYS[1]
+local header, body, size = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local offset, epoch = position(log, ARGV[5])
+offset = offset + 1
 local separator = ','
 if body == '{}' then separator = '' end
 local kept = string.sub(body, 1, -2) .. separator .. '"offset":' .. string.format('%d', offset)
@@ -102,8 +106,7 @@ local kept = string.sub(body, 1, -2) .. separator .. '"offset":' .. string.forma
 if redis.call('RPUSH', log, kept) > size then
   redis.call('LTRIM', log, -size, -1)
 end
-redis.call('PEXPIRE', meta, ttl)
-redis.call('PEXPIRE', log, ttl)
+redis.call('PEXPIRE', log, ARGV[4])
 if ARGV[6] ~= '' then
   redis.call(ARGV[6], ARGV[7], header .. kept)
 end
@@ -111,22 +114,22 @@ return {offset, epoch}
 """
 )
 
-# KEYS: meta, log. ARGV: since, limit (0: all), ttl (ms), epoch prefix.
+# KEYS: log. ARGV: since, limit (0: all), ttl (ms), epoch prefix.
 # Returns {epoch, last offset, first kept offset, {messages with offset > since}}.
 _READ = (
-    _NEW_EPOCH
+    _POSITION
     + """
-local meta, log = KEYS[1], KEYS[2]
+local log = KEYS[1]
 local since, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
-local found = redis.call('HMGET', meta, 'epoch', 'offset')
-local epoch, offset = found[1], tonumber(found[2])
-if not epoch then
-  epoch, offset = new_epoch(meta, log, ARGV[4], tonumber(ARGV[3])), 0
+local offset, epoch, new = position(log, ARGV[4])
+if new then
+  redis.call('RPUSH', log, '{"offset":0,"epoch":"' .. epoch .. '"}')
+  redis.call('PEXPIRE', log, ARGV[3])
 end
 local kept = redis.call('LLEN', log)
 local first = offset - kept + 1
 local messages = {}
-if since < offset and kept > 0 then
+if since < offset then
   local from = since + 1 - first
   if from < 0 then from = 0 end
   local to = -1
@@ -145,7 +148,7 @@ class HistoryState:
     epoch: str
     #: The last offset given in this epoch, 0 when nothing was said.
     offset: int
-    #: The oldest offset still kept (``offset + 1`` when nothing is kept).
+    #: The oldest offset still kept (0 while the epoch's start marker is kept).
     first: int
     #: The kept messages read, oldest first, each as clients receive it.
     messages: list[bytes]
@@ -175,7 +178,7 @@ class HistoryStore:
         """Keep ``body`` (a JSON object's bytes) as the room's next message and publish
         ``header`` + the positioned body on its channel; return ``(offset, epoch)``."""
         result: Any = await self._append(
-            keys=[self.keys.history_meta(room), self.keys.history(room)],
+            keys=[self.keys.history(room)],
             args=[
                 header,
                 body,
@@ -192,7 +195,7 @@ class HistoryStore:
         """The room's epoch, last offset and at most ``limit`` (0: every) kept messages
         after ``since``; a room with no history yet gets its epoch (offset 0) here."""
         result: Any = await self._read(
-            keys=[self.keys.history_meta(room), self.keys.history(room)],
+            keys=[self.keys.history(room)],
             args=[since, limit, _milliseconds(ttl), self._prefix],
         )
         epoch, offset, first, messages = result
@@ -200,7 +203,7 @@ class HistoryStore:
 
     async def drop(self, room: str) -> None:
         """Forget the room's history; a room made again later starts a new epoch."""
-        await self._store_redis.delete(self.keys.history_meta(room), self.keys.history(room))
+        await self._store_redis.delete(self.keys.history(room))
 
 
 def _milliseconds(seconds: float) -> int:

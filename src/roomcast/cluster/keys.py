@@ -40,12 +40,9 @@ class Keys:
         return self.room_key("members", room)
 
     def history(self, room: str) -> str:
-        """List: the room's last messages, oldest first, each as clients receive it."""
+        """List: the room's last messages, oldest first, each as clients receive it (the
+        newest one's offset and epoch are the room's)."""
         return self.room_key("history", room)
-
-    def history_meta(self, room: str) -> str:
-        """Hash of the room's history: ``offset`` (the last one given) and ``epoch``."""
-        return self.room_key("history-meta", room)
 
     @property
     def nodes(self) -> str:
