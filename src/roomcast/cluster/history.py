@@ -168,7 +168,7 @@ class HistoryStore:
         # Epochs begin with this node's random prefix, then Redis's clock: a room whose
         # history was lost never gets an epoch it had before.
         self._prefix = os.urandom(4).hex()
-        self._store_redis = redis
+        self._redis = redis
         self._append = redis.register_script(_APPEND)
         self._read = redis.register_script(_READ)
 
@@ -203,7 +203,7 @@ class HistoryStore:
 
     async def drop(self, room: str) -> None:
         """Forget the room's history; a room made again later starts a new epoch."""
-        await self._store_redis.delete(self.keys.history(room))
+        await self._redis.delete(self.keys.history(room))
 
 
 def _milliseconds(seconds: float) -> int:
