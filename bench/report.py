@@ -22,28 +22,37 @@ def _table(headers: list[str], rows: list[list]) -> str:
 def fanout_rows(result: dict) -> list[list]:
     rows = []
     for server, scen in result["results"].items():
-        fan = scen.get("fanout")
-        if not fan:
-            continue
-        for r in fan["sizes"].values():
-            lat = r["latency_ms"]
-            rows.append(
-                [
-                    server,
-                    r["members"],
-                    _fmt(r["offered_deliveries_per_s"], 0),
-                    _fmt(r["deliveries_per_s"], 0),
-                    f"{100 * r['loss']:.2f} %",
-                    _fmt(lat["p50"], 2),
-                    _fmt(lat["p99"], 2),
-                    _fmt(lat["max"], 1),
-                    _fmt(r["server_cpu_us_per_delivery"], 2),
-                    _fmt(r["server_cpu_pct"], 0),
-                    _fmt(r["generator_cpu_us_per_delivery"], 2),
-                    _fmt(r["generator_cpu_pct"], 0),
-                    _fmt(r.get("other_cpu_pct"), 0),
-                ]
-            )
+        for scenario in ("fanout", "fanout-history"):
+            fan = scen.get(scenario)
+            if fan:
+                label = server
+                if scenario == "fanout-history":
+                    label = f"{server} (history_size {fan.get('history_size')})"
+                rows += _fanout_rows(label, fan)
+    return rows
+
+
+def _fanout_rows(label: str, fan: dict) -> list[list]:
+    rows = []
+    for r in fan["sizes"].values():
+        lat = r["latency_ms"]
+        rows.append(
+            [
+                label,
+                r["members"],
+                _fmt(r["offered_deliveries_per_s"], 0),
+                _fmt(r["deliveries_per_s"], 0),
+                f"{100 * r['loss']:.2f} %",
+                _fmt(lat["p50"], 2),
+                _fmt(lat["p99"], 2),
+                _fmt(lat["max"], 1),
+                _fmt(r["server_cpu_us_per_delivery"], 2),
+                _fmt(r["server_cpu_pct"], 0),
+                _fmt(r["generator_cpu_us_per_delivery"], 2),
+                _fmt(r["generator_cpu_pct"], 0),
+                _fmt(r.get("other_cpu_pct"), 0),
+            ]
+        )
     return rows
 
 

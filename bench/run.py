@@ -4,7 +4,8 @@
 
 Servers: roomcast-ws, roomcast-tcp, roomcast-asgi, socketio, actionhero, websockets,
 floor-tcp.
-Scenarios: fanout, ramp, connections, stall, cluster.
+Scenarios: fanout, ramp, connections, stall, cluster; fanout-history (roomcast only:
+fanout in a room with [chat] history_size = 100).
 Each target runs as its own subprocess; results go to bench/results/<timestamp>.json.
 The exit status is non-zero only when the harness breaks (or, with --quick, when
 a target cannot be measured at all); numbers never fail a run.
@@ -41,6 +42,8 @@ ALL_SERVERS = [
     "floor-tcp",
 ]
 ALL_SCENARIOS = ["fanout", "ramp", "connections", "stall", "cluster"]
+#: Not part of a default run; ask for it with --scenarios.
+EXTRA_SCENARIOS = ["fanout-history"]
 CLUSTER_SERVERS = {"roomcast-ws", "roomcast-tcp", "roomcast-asgi", "socketio", "actionhero"}
 
 
@@ -148,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         help="under 60 s: roomcast-ws and websockets, small fanout only",
     )
     parser.add_argument("--servers", help=f"comma list of {','.join(ALL_SERVERS)}")
-    parser.add_argument("--scenarios", help=f"comma list of {','.join(ALL_SCENARIOS)}")
+    parser.add_argument(
+        "--scenarios", help=f"comma list of {','.join(ALL_SCENARIOS + EXTRA_SCENARIOS)}"
+    )
     parser.add_argument("--sizes", help="fanout room sizes, e.g. 100,1000,5000")
     parser.add_argument("--rate", type=float, help="offered deliveries/s for fanout and cluster")
     parser.add_argument("--window", type=float, help="measured window per step, seconds")

@@ -54,6 +54,9 @@ class Settings:
     # roomcast's per-connection send limit for this scenario (its default, 8 MiB, would take
     # minutes to reach at this rate); peers without such a setting keep their own behaviour
     stall_send_limit: int | None = 256 * 1024
+    # fanout-history: roomcast with [chat] history_size = this (every message kept in a
+    # capped list by one Lua script that also publishes it)
+    fanout_history_size: int = 100
     profile_dir: Path | None = None  # py-spy the server during fanout's largest room
     quiet_wait_s: float = 30.0  # ramp: how long a disturbed step waits for a quiet machine
 
@@ -68,6 +71,7 @@ class Deployment:
         nodes: int = 1,
         pin: bool = True,
         send_limit: int | None = None,
+        history_size: int = 0,
     ) -> None:
         self.target, self.settings = target, settings
         self.redis: ServerProc | None = None
@@ -78,6 +82,8 @@ class Deployment:
             if target.needs_redis or nodes > 1:
                 self.redis = start_redis(settings.log_dir, settings.aux_cpus if pin else None)
                 redis_url = f"redis://127.0.0.1:{self.redis.ports['redis']}/0"
+            # only roomcast keeps history; the option is not given to other targets
+            extra = {"history_size": history_size} if history_size else {}
             for i in range(nodes):
                 node, port = target.start(
                     settings.log_dir,
@@ -86,6 +92,7 @@ class Deployment:
                     node_id="ab"[i] if nodes <= 2 else str(i),
                     redis_url=redis_url,
                     send_limit=send_limit,
+                    **extra,
                 )
                 self.nodes.append(node)
                 self.ports.append(port)
@@ -204,11 +211,13 @@ def _warmup(
         )
 
 
-def fanout(target: Target, s: Settings, log) -> dict:
+def fanout(target: Target, s: Settings, log, history_size: int = 0) -> dict:
     """N members in one room, S senders at a fixed offered delivery rate, for each N."""
-    dep = Deployment(target, s)
+    dep = Deployment(target, s, history_size=history_size)
     gen = _generator(dep, s)
     out: dict = {"offered_deliveries_per_s": s.fanout_deliveries_per_s, "sizes": {}}
+    if history_size:
+        out["history_size"] = history_size
     try:
         for n in s.fanout_sizes:
             conn = gen.connect(n, s.connect_concurrency)
@@ -534,8 +543,16 @@ def _line(res: dict) -> str:
     )
 
 
+def fanout_history(target: Target, s: Settings, log) -> dict:
+    """fanout in a room that keeps history (roomcast only): what keeping it costs."""
+    if not isinstance(target, Roomcast):
+        raise TargetUnavailable("history is a roomcast setting")
+    return fanout(target, s, log, history_size=s.fanout_history_size)
+
+
 SCENARIOS = {
     "fanout": fanout,
+    "fanout-history": fanout_history,
     "ramp": ramp,
     "connections": connections,
     "stall": stall,

@@ -280,7 +280,17 @@ class Roomcast(Target):
             return "roomcast is not importable (pip install -e . from the repo root)"
         return None
 
-    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None):
+    def start(
+        self,
+        log_dir,
+        cpus,
+        python,
+        *,
+        node_id="a",
+        redis_url=None,
+        send_limit=None,
+        history_size=0,
+    ):
         web, sock = free_port(), free_port()
         cmd = [
             python,
@@ -300,13 +310,18 @@ class Roomcast(Target):
         ]
         if redis_url:
             cmd += ["--redis-url", redis_url]
+        tables = ""
         if send_limit:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            config = log_dir / f"roomcast-{node_id}-{send_limit}.toml"
-            config.write_text(
+            tables += (
                 f"[web]\nsend_buffer_limit = {send_limit}\n"
                 f"[socket]\nsend_buffer_limit = {send_limit}\n"
             )
+        if history_size:
+            tables += f"[chat]\nhistory_size = {history_size}\n"
+        if tables:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            config = log_dir / f"roomcast-{node_id}-{send_limit}-{history_size}.toml"
+            config.write_text(tables)
             cmd += ["--config", str(config)]
         server = spawn(
             f"{self.name}-{node_id}", pinned(cmd, cpus), log_dir, {"web": web, "socket": sock}

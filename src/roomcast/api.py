@@ -18,6 +18,7 @@ from roomcast.actions.builtin import BUILTIN_ACTIONS
 from roomcast.actions.processor import Actions
 from roomcast.auth import NodeAuth
 from roomcast.chat.errors import WIRE_ERRORS
+from roomcast.chat.history import history_policy
 from roomcast.chat.room import ChatRoom
 from roomcast.cluster import REDIS_DOWN, Cluster
 from roomcast.config import Config, ConfigError, validate
@@ -68,6 +69,10 @@ class Api:
             cluster=self.cluster,
             stats=self.stats,
             limits=config.limits,
+            history=history_policy(
+                config.chat.history_size, config.chat.history_ttl, config.chat.history_rooms
+            ),
+            presence_events=config.chat.presence_events,
         )
         self.connections.leave_rooms = self.chat_room.leave_all
         #: Signed tokens and private rooms (the ``[auth]`` table).

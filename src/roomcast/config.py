@@ -46,6 +46,26 @@ class ChatSettings:
     starting_chat_rooms: list[str] = field(
         default_factory=lambda: ["defaultRoom"], metadata=_about("rooms created at start")
     )
+    history_size: int = field(
+        default=0,
+        metadata=_about(
+            "messages kept per room (in Redis, or the embedded store) for roomHistory and "
+            "recovery on join",
+            off_at_zero=True,
+        ),
+    )
+    history_ttl: float = field(
+        default=300.0,
+        metadata=_about("seconds a room's history lives after its last message"),
+    )
+    history_rooms: list[str] = field(
+        default_factory=lambda: ["*"],
+        metadata=_about("glob patterns (fnmatch) of the rooms that keep history"),
+    )
+    presence_events: bool = field(
+        default=False,
+        metadata=_about("tell every member of a room when a connection joins or leaves it"),
+    )
 
 
 @dataclass

@@ -54,6 +54,8 @@ class ChatClient:
         self.sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
         self.timeout = timeout
         self.inbox: list[Any] = []
+        #: Every message received, replies included, in arrival order.
+        self.received: list[Any] = []
         self._replies: list[Any] = []
         self._buffer = b""
         self.welcome = self._next(lambda: bool(self.inbox), timeout)
@@ -73,6 +75,7 @@ class ChatClient:
         while b"\r\n" in self._buffer:
             line, _, self._buffer = self._buffer.partition(b"\r\n")
             message = json.loads(line)
+            self.received.append(message)
             if isinstance(message, dict) and message.get("context") == "response":
                 self._replies.append(message)
             else:

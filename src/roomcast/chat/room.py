@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from roomcast import jsonwire
@@ -29,12 +29,15 @@ from roomcast.chat.errors import (
     RpcTimeout,
     TooManyRooms,
 )
+from roomcast.chat.history import HistoryPolicy, HistoryUnavailable, NoHistory, RoomHistory
 from roomcast.chat.middleware import ChatMiddleware, ChatMiddlewareChain
 from roomcast.chat.names import validate_room_name
+from roomcast.chat.presence import is_event, join_event, leave_event
 from roomcast.chat.room_index import RoomIndex
 from roomcast.cluster.dropped import DropLog
 from roomcast.cluster.envelope import EnvelopeError, derive_key, open_envelope, seal
 from roomcast.cluster.errors import REDIS_DOWN
+from roomcast.cluster.history import split_position, with_position
 from roomcast.config import LimitsSettings
 from roomcast.limits import encoded_size_over
 from roomcast.metrics import NodeStats
@@ -46,6 +49,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("roomcast.chat")
 
 ROOM_DELETED = "this room has been deleted"
+#: The epoch of the position an event carries on a history room's channel (offset 0:
+#: no message has it, so it marks an event that is not kept).
+EVENT_EPOCH = "event"
 #: Characters of a display name (the ``name`` param) kept in member details.
 DISPLAY_NAME_MAX = 64
 #: Seconds a node trusts that a room it saw still exists (see ``ChatRoom._room_exists``).
@@ -73,6 +79,8 @@ class ChatRoom:
         cluster: Cluster,
         limits: LimitsSettings | None = None,
         stats: NodeStats | None = None,
+        history: HistoryPolicy | None = None,
+        presence_events: bool = False,
     ) -> None:
         self.node_id = node_id
         self.stats = stats or NodeStats()
@@ -99,6 +107,15 @@ class ChatRoom:
         self._drops = DropLog(log, "chat message")
         #: Refuses a join by raising, before join middleware runs (the node's [auth]).
         self.join_check: Callable[[Connection, str], None] | None = None
+        #: Rooms with history (None: no room keeps any, and nothing of it runs).
+        self.history = (
+            RoomHistory(history, cluster.history, self.index, self.middleware)
+            if history is not None
+            else None
+        )
+        self.presence_events = presence_events
+        if presence_events:  # the reaping node tells the rooms of a dead node's members
+            cluster.presence.on_reaped = self._on_reaped
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -124,9 +141,11 @@ class ChatRoom:
         # leave could be undone (or a join deleted) by this snapshot.
         async with self._member_writes.closed():
             rooms = set(self._starting_rooms) | set(self.index.rooms())
+            if self.history is not None:
+                rooms |= set(self.history.recovering)
             members: dict[tuple[str, str], dict[str, Any]] = {}
-            for room in self.index.rooms():
-                for connection in self.index.members(room):
+            for room in rooms:
+                for connection in self._local_members(room):
                     details = self._details.get((room, connection.id))
                     if details is None:
                         details = self.generate_member_details(connection)
@@ -227,6 +246,8 @@ class ChatRoom:
         finally:
             self._rooms_seen.pop(room, None)
             await self._store.remove_room(room)
+            if self.history is not None and self.history.keeps(room):
+                await self._cluster.history.drop(room)
 
     async def _room_exists(self, room: str, remembered: bool = True) -> bool:
         """``exists`` for joins and leaves: concurrent checks share one Redis read, and a
@@ -286,7 +307,35 @@ class ChatRoom:
             return bool(result)
         return await self._remove_local_member(connection, room)
 
-    async def _add_local_member(self, connection: Connection, room: str) -> bool:
+    async def recover_member(
+        self, connection: Connection, room: str, since: int, epoch: str
+    ) -> dict[str, Any] | bool:
+        """Join a connection of this node to ``room``, replaying what it missed after
+        offset ``since`` of ``epoch``; return ``{"recovered", "epoch", "offset"}``.
+
+        The replay is written after the caller's current step: write the reply first
+        (before awaiting anything). A room without history is joined as by
+        :meth:`add_member` (True). If the history cannot be read the join is undone and
+        the error raised.
+        """
+        validate_room_name(room, self._limits.room_name_max_length)
+        if self.history is None or not self.history.keeps(room):
+            return await self._add_local_member(connection, room)
+        await self._add_local_member(connection, room, recovering=True)
+        return await self._recover(connection, room, since, epoch)
+
+    async def room_history(
+        self, connection: Connection, room: str, since: int = 0, limit: int = 100
+    ) -> dict[str, Any]:
+        """``{"room", "epoch", "offset", "messages"}``: the kept messages after ``since``
+        (at most ``limit``, oldest first). Raises ``NoHistory`` for a room without."""
+        if self.history is None:
+            raise NoHistory(room)
+        return await self.history.read(connection, room, since, limit)
+
+    async def _add_local_member(
+        self, connection: Connection, room: str, recovering: bool = False
+    ) -> bool:
         """Join ``room`` (a name already validated); checks and awaits, then records it."""
         if room in connection.rooms:
             raise AlreadyInRoom(room)
@@ -313,10 +362,15 @@ class ChatRoom:
         if max_rooms and len(connection.rooms) >= max_rooms:
             raise TooManyRooms(max_rooms)  # concurrent joins filled the last places
         connection.rooms.append(room)
-        self.index.add(room, connection)
+        if not recovering:
+            self.index.add(room, connection)
+        elif self.history is not None:  # in the index once its replay is done
+            self.history.collect(room, connection.id)
         details = self.generate_member_details(connection)
         self._details[(room, connection.id)] = details
-        if self._publish and not self._bus.settled(self._keys.room_channel(room), True):
+        if (self._publish or recovering or self._keeps_history(room)) and not self._bus.settled(
+            self._keys.room_channel(room), True
+        ):
             await self._sync_subscription(room)
         gate = self._member_writes
         if not gate.enter_now():
@@ -331,7 +385,32 @@ class ChatRoom:
             gate.leave()
         self.stats.joins += 1
         log.debug("%s joined %s", connection.id, room)
+        if self.presence_events:
+            shown = self.sanitize_member_details(details)
+            shown["id"] = connection.id
+            await self._announce(room, join_event(room, connection.id, shown, now_ms()))
         return True
+
+    async def _recover(
+        self, connection: Connection, room: str, since: int, epoch: str
+    ) -> dict[str, Any]:
+        assert self.history is not None
+        channel = self._keys.room_channel(room)
+        try:
+            return await self.history.recover(
+                connection, room, since, epoch, lambda: self._bus.confirmed(channel)
+            )
+        except REDIS_DOWN as error:
+            log.warning("history of %s unreadable for %s: %s", room, connection.id, error)
+            await self._undo_join(connection, room)
+            raise HistoryUnavailable(room) from error
+        except BaseException:
+            await self._undo_join(connection, room)
+            raise
+
+    async def _undo_join(self, connection: Connection, room: str) -> None:
+        if room in connection.rooms:
+            await self.forget_local_member(connection, room)
 
     async def _remove_local_member(self, connection: Connection, room: str) -> bool:
         if not room:
@@ -351,6 +430,8 @@ class ChatRoom:
         with contextlib.suppress(ValueError):
             connection.rooms.remove(room)
         self.index.remove(room, connection.id)
+        if self.history is not None and self.history.recovering:
+            self.history.forget(room, connection.id)
         self._details.pop((room, connection.id), None)
         await self._sync_subscription(room)
         gate = self._member_writes
@@ -364,6 +445,8 @@ class ChatRoom:
             gate.leave()
         self.stats.leaves += 1
         log.debug("%s left %s", connection.id, room)
+        if self.presence_events:
+            await self._announce(room, leave_event(room, connection.id, now_ms()))
 
     async def leave_all(self, connection: Connection) -> None:
         """Take a closing connection out of every room; leave middleware runs but can't refuse.
@@ -383,11 +466,20 @@ class ChatRoom:
                         "leave middleware on close of %s in %s: %s", connection.id, room, error
                     )
         emptied: dict[str, str] = {}  # channel -> room, for rooms with no local member left
+        kept: list[str] = []  # emptied rooms with history: their channel is synced alone
         connection.rooms.remove_all(rooms)
+        history = self.history
         for room in rooms:
             self._details.pop((room, connection.id), None)
+            if history is not None and history.recovering:
+                history.forget(room, connection.id)
             if self.index.remove(room, connection.id):
-                emptied[self._keys.room_channel(room)] = room
+                if self._keeps_history(room):
+                    kept.append(room)
+                else:
+                    emptied[self._keys.room_channel(room)] = room
+        for room in kept:
+            await self._sync_subscription(room)
         if emptied and self._publish:
             await self._bus.release(
                 list(emptied), lambda channel: self.index.has_members(emptied[channel])
@@ -403,9 +495,21 @@ class ChatRoom:
             gate.leave()
         self.stats.leaves += len(rooms)
         log.debug("%s left %s", connection.id, ", ".join(rooms))
+        if self.presence_events:
+            at = now_ms()
+            for room in rooms:
+                await self._announce(room, leave_event(room, connection.id, at))
 
     async def _sync_subscription(self, room: str) -> None:
-        if not self._publish:  # nothing is ever published on the embedded store's channels
+        history = self.history
+        if history is not None and history.keeps(room):
+            await self._bus.sync(
+                self._keys.room_channel(room),
+                self._on_history_message,
+                lambda: self.index.has_members(room) or history.is_recovering(room),
+            )
+            return
+        if not self._publish:  # nothing else is ever published on the embedded store
             return
         await self._bus.sync(
             self._keys.room_channel(room),
@@ -420,14 +524,27 @@ class ChatRoom:
     async def _rpc_remove_member(self, connection_id: str, room: str) -> bool:
         return await self._remove_local_member(self._local_connection(connection_id), room)
 
+    def _keeps_history(self, room: str) -> bool:
+        return self.history is not None and self.history.keeps(room)
+
     def _local_connection(self, connection_id: str) -> Connection:
         connection = self._connections.get(connection_id)
         if connection is None or not connection.open:  # it left after the owner check
             raise ConnectionNotFound()
         return connection
 
-    async def _rpc_evict_room(self, room: str) -> int:
+    def _local_members(self, room: str) -> Sequence[Connection]:
+        """This node's members of ``room``: the index's, and those still recovering."""
         members = self.index.members(room)
+        if self.history is not None and self.history.is_recovering(room):
+            for connection_id in self.history.recovering[room]:
+                connection = self._connections.get(connection_id)
+                if connection is not None:
+                    members.append(connection)
+        return members
+
+    async def _rpc_evict_room(self, room: str) -> int:
+        members = self._local_members(room)
         for connection in members:
             try:
                 await self._remove_local_member(connection, room)
@@ -485,6 +602,10 @@ class ChatRoom:
             if len(data) - frame_size > max_length:
                 raise MessageTooLong(len(data) - frame_size, max_length)
         self.stats.messages_received += 1
+        history = self.history
+        if history is not None and history.keeps(room):
+            await self._broadcast_kept(history, room, payload, data)
+            return
         await self.deliver_local(room, payload, data)
         if self._publish:
             channel = self._keys.room_channel(room)
@@ -494,6 +615,86 @@ class ChatRoom:
                 log.warning("a %d-byte message to %s is too large for other nodes", len(data), room)
                 return
             await self._bus.publish(channel, sealed)
+
+    async def _broadcast_kept(
+        self, history: RoomHistory, room: str, payload: Any, data: bytes
+    ) -> None:
+        """Keep and publish a message of a room with history; every node, this one too,
+        delivers it from the room's channel, so all deliver a room's messages in order."""
+        channel = self._keys.room_channel(room)
+        try:
+            sealed = seal(self._bus_key, self.node_id, data, channel=channel.encode())
+        except EnvelopeError:
+            log.warning("a %d-byte message to %s is too large to keep", len(data), room)
+            await self.deliver_local(room, payload, data)
+            return
+        header = sealed[: len(sealed) - len(data)]  # the signed header line, "\n" included
+        try:
+            offset, epoch = await history.append(room, header, data)
+        except REDIS_DOWN as error:  # chat goes on here, without a position
+            log.warning("message in %s not kept (%s); delivered on this node only", room, error)
+            await self.deliver_local(room, payload, data)
+            return
+        if not history.publishes:  # pub/sub is another Redis: publish it ourselves
+            await self._bus.publish(channel, header + with_position(data, offset, epoch))
+
+    async def _announce(self, room: str, event: dict[str, Any]) -> None:
+        """Send a presence event to every member of ``room`` on every node."""
+        data = jsonwire.dumps(event)
+        channel = self._keys.room_channel(room)
+        if self.history is not None and self.history.keeps(room):
+            # Like the room's messages, it reaches this node's members from the channel,
+            # carrying the room's current position so the signature check passes there.
+            await self._bus.publish(channel, self._positioned_envelope(channel, data))
+            return
+        await self.deliver_local(room, event, data)
+        if self._publish:
+            await self._bus.publish(
+                channel, seal(self._bus_key, self.node_id, data, channel=channel.encode())
+            )
+
+    def _positioned_envelope(self, channel: str, data: bytes) -> bytes:
+        """A signed event for a history room's channel, with the zero position suffix that
+        messages there carry (events are not kept and take no offset)."""
+        sealed = seal(self._bus_key, self.node_id, data, channel=channel.encode())
+        header = sealed[: len(sealed) - len(data)]
+        return header + with_position(data, 0, EVENT_EPOCH)
+
+    async def _on_reaped(self, entries: set[tuple[str, str]]) -> None:
+        """A dead node's memberships were removed here: tell each room who left."""
+        at = now_ms()
+        for connection_id, room in sorted(entries):
+            await self._announce(room, leave_event(room, connection_id, at))
+
+    async def _on_history_message(self, channel: str, data: bytes) -> None:
+        """A message of a room with history, from any node (this one included).
+
+        Its signature covers the message as said; the history script added its position
+        (``"offset"``, ``"epoch"``) after signing, so that suffix is taken off to verify.
+        """
+        header, newline, body = data.partition(b"\n")
+        said = split_position(body) if newline else None
+        if said is None:
+            self._drops.drop("no position in a room with history", channel)
+            return
+        try:
+            open_envelope(self._bus_key, header + b"\n" + said[0], channel=channel.encode())
+        except EnvelopeError as error:
+            self._drops.drop(error.reason, channel)
+            return
+        if b"\r" in body or not body.startswith(b"{"):
+            self._drops.drop("not a JSON object", channel)
+            return
+        room = self._keys.room_of_channel(channel)
+        if said[1] == 0:  # an event (presence): not kept, delivered as it was said
+            await self.deliver_local(room, None, said[0])
+            return
+        history = self.history
+        if history is not None and history.recovering:
+            # Connections recovering in the room get it after their replay.
+            for buffer in history.recovering.get(room, {}).values():
+                buffer.append(body)
+        await self.deliver_local(room, None, body)
 
     async def _on_room_message(self, channel: str, data: bytes) -> None:
         try:
@@ -526,7 +727,13 @@ class ChatRoom:
         if not members:
             return 0
         frames: dict[str, Any] = {}
-        if not self.middleware.say:
+        say = self.middleware.say
+        if say:
+            if payload is None:
+                payload = jsonwire.loads(data)
+            if is_event(payload):  # presence events are not says: no say middleware
+                say = []
+        if not say:
             # Consecutive members mostly share a transport kind: look its frame up only
             # when the kind changes (this loop runs once per member per message).
             framing: str | None = None
@@ -540,8 +747,7 @@ class ChatRoom:
                 connection.write_frame(frame)
             self.stats.deliveries += len(members)
             return len(members)
-        if payload is None:
-            payload = jsonwire.loads(data)
+        assert payload is not None
         sent = 0
         for connection in members:
             if connection.destroyed:

@@ -10,12 +10,23 @@ from typing import Any
 
 from roomcast.cluster.bus import Bus
 from roomcast.cluster.errors import REDIS_DOWN, WireErrors
+from roomcast.cluster.history import HistoryStore
 from roomcast.cluster.keys import Keys
 from roomcast.cluster.presence import Presence
 from roomcast.cluster.rpc import Rpc
 from roomcast.cluster.store import Store, connect
 
-__all__ = ["REDIS_DOWN", "Bus", "Cluster", "Keys", "Presence", "Rpc", "Store", "WireErrors"]
+__all__ = [
+    "REDIS_DOWN",
+    "Bus",
+    "Cluster",
+    "HistoryStore",
+    "Keys",
+    "Presence",
+    "Rpc",
+    "Store",
+    "WireErrors",
+]
 
 log = logging.getLogger("roomcast.cluster")
 
@@ -59,6 +70,12 @@ class Cluster:
             key_client if self.embedded else connect(pubsub_url or redis_url, client_name=name)
         )
         self.store = Store(key_client, self.keys)
+        # The history script publishes only where subscribers listen: on the key store.
+        separate_pubsub = pubsub_url is not None and pubsub_url != redis_url
+        #: Rooms' message histories, kept in the key store (embedded or real).
+        self.history = HistoryStore(
+            key_client, self.keys, publish_command="" if separate_pubsub else "PUBLISH"
+        )
         self.bus = Bus(
             pubsub_client,
             watchdog_channel=self.keys.watchdog_channel(node_id),

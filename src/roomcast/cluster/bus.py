@@ -65,6 +65,11 @@ class Bus:
         self._pings = 0
         self._rebuild_reason: str | None = None
         self._closing = False
+        # Subscriptions Redis has confirmed, and per channel how many subscribes were
+        # sent and not confirmed yet: a channel is confirmed once its last one is.
+        self._confirmed: set[str] = set()
+        self._unconfirmed: dict[str, int] = {}
+        self._confirmation_waiters: dict[str, list[asyncio.Future[None]]] = {}
         #: How many times the subscriber was opened again (after an outage or a rebuild).
         self.reconnects = 0
         #: Called (synchronously) each time the subscriber has been opened again.
@@ -111,6 +116,41 @@ class Bus:
             self._handlers[channel] = handler
             if new:
                 await self._send("subscribe", channel)
+
+    async def confirmed(self, channel: str) -> None:
+        """Return once Redis has confirmed this node's subscription to ``channel``.
+
+        From then on every message published on ``channel`` reaches its handler (a
+        subscribe is only sent by :meth:`subscribe`/:meth:`sync`; Redis applies it a
+        little later). Waits across reconnects; the caller bounds the wait.
+        """
+        if channel in self._confirmed:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        waiters = self._confirmation_waiters.setdefault(channel, [])
+        waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            with contextlib.suppress(ValueError):
+                waiters.remove(waiter)
+            if not waiters:
+                self._confirmation_waiters.pop(channel, None)
+
+    def _on_confirmation(self, kind: str, channel: str) -> None:
+        if kind == "unsubscribe":
+            return
+        left = self._unconfirmed.get(channel, 1) - 1
+        if left > 0:
+            self._unconfirmed[channel] = left
+            return
+        self._unconfirmed.pop(channel, None)
+        if channel not in self._handlers:
+            return  # unsubscribed since
+        self._confirmed.add(channel)
+        for waiter in self._confirmation_waiters.get(channel, ()):
+            if not waiter.done():
+                waiter.set_result(None)
 
     def settled(self, channel: str, wanted: bool) -> bool:
         """True when ``channel`` is subscribed exactly if ``wanted`` and no (un)subscribe is
@@ -176,8 +216,12 @@ class Bus:
         it left) for good. A rebuilt subscriber subscribes exactly ``self._handlers``.
         """
         pubsub = self._pubsub
+        self._confirmed.difference_update(channels)
         if pubsub is None:
             return  # the reader subscribes everything when it reconnects
+        if command == "subscribe":
+            for channel in channels:
+                self._unconfirmed[channel] = self._unconfirmed.get(channel, 0) + 1
         try:
             await getattr(pubsub, command)(*channels)
         except REDIS_DOWN as error:
@@ -190,7 +234,10 @@ class Bus:
         Under the lock, so no channel added meanwhile is left out.
         """
         async with self._locked():
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            # Subscribe confirmations are read too: they tell :meth:`confirmed` waiters.
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
+            self._confirmed.clear()
+            self._unconfirmed = dict.fromkeys(self._handlers, 1)
             try:
                 await pubsub.subscribe(*self._handlers)
             except BaseException:
@@ -224,10 +271,9 @@ class Bus:
                     continue
                 pubsub = self._pubsub
                 assert pubsub is not None
-                message = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=self._poll
-                )
-                if message is not None and message.get("type") == "message":
+                message = await pubsub.get_message(timeout=self._poll)
+                kind = message.get("type") if message is not None else None
+                if message is not None and kind == "message":
                     await self._dispatch(message["channel"], message["data"])
                     # A backlog (a flood, junk or not) is read from buffers without ever
                     # suspending: give clients their turn every few milliseconds.
@@ -237,6 +283,10 @@ class Bus:
                         slice_started = time.monotonic()
                 else:
                     slice_started = time.monotonic()
+                    if message is not None and kind in ("subscribe", "unsubscribe"):
+                        channel = message["channel"]
+                        name = channel.decode() if isinstance(channel, bytes) else channel
+                        self._on_confirmation(kind, name)
             except asyncio.CancelledError:
                 raise
             except Exception as error:

@@ -39,6 +39,11 @@ class Keys:
         """Hash: connection id -> JSON member details."""
         return self.room_key("members", room)
 
+    def history(self, room: str) -> str:
+        """List: the room's last messages, oldest first, each as clients receive it (the
+        newest one's offset and epoch are the room's)."""
+        return self.room_key("history", room)
+
     @property
     def nodes(self) -> str:
         """Set of node ids that have announced themselves."""

@@ -21,6 +21,9 @@ class Presence:
     a node that stops beating loses its memberships at most ``ttl`` after its last beat,
     and a live node may miss three beats in a row before it is taken for dead.
 
+    ``on_reaped(entries)`` is told the ``(connection id, room)`` memberships this node
+    reaped (read before they were deleted), so the rooms can be told who left.
+
     ``on_resync`` writes this node's state to Redis again. It runs here, one at a time,
     when the heartbeat had lapsed (Redis lost its data, or others reaped this node after
     a stall), after Redis was unreachable, and when :meth:`request_resync` asks for it.
@@ -37,6 +40,7 @@ class Presence:
         self._resync_wanted = False
         self._closing = False
         self.on_resync: Callable[[], Awaitable[None]] | None = None
+        self.on_reaped: Callable[[set[tuple[str, str]]], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         # A node restarting under the same id must not inherit its old ghosts.
@@ -48,11 +52,14 @@ class Presence:
                     "unique)",
                     self.node_id,
                 )
-            removed = await self._store.reap_node(self.node_id)
+            removed = await self._store.reap_node_entries(self.node_id)
             if removed:
                 log.info(
-                    "removed %d stale memberships of a previous run of %s", removed, self.node_id
+                    "removed %d stale memberships of a previous run of %s",
+                    len(removed),
+                    self.node_id,
                 )
+                await self._reaped(removed)
             await self.beat()
         except REDIS_DOWN as error:
             log.error("presence: Redis unreachable at start (%s); will keep retrying", error)
@@ -105,13 +112,16 @@ class Presence:
                     self._resync_wanted = False
                     await self._resync()
                 for node in await self._store.dead_nodes():
-                    removed = await self._store.reap_node(node)
+                    removed = await self._store.reap_node_entries(node)
                     if removed is None:
                         continue  # another node is reaping it
                     if removed:
                         log.warning(
-                            "node %s stopped beating; removed %d of its memberships", node, removed
+                            "node %s stopped beating; removed %d of its memberships",
+                            node,
+                            len(removed),
                         )
+                        await self._reaped(removed)
                     else:
                         log.info("node %s stopped beating", node)
             except REDIS_DOWN as error:
@@ -120,6 +130,14 @@ class Presence:
                 failing = True
             except Exception:
                 log.exception("presence check failed; retrying")
+
+    async def _reaped(self, entries: set[tuple[str, str]]) -> None:
+        if self.on_reaped is None:
+            return
+        try:
+            await self.on_reaped(entries)
+        except Exception:  # the memberships are gone either way; only the news is lost
+            log.exception("telling the rooms about %d reaped memberships failed", len(entries))
 
     async def _resync(self) -> None:
         if self.on_resync is None:

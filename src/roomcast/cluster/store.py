@@ -217,6 +217,14 @@ class Store:
         the node set; return how many memberships went, or None when another node holds
         the reap lock (it is doing the same work).
         """
+        entries = await self.reap_node_entries(node_id, lock_seconds)
+        return None if entries is None else len(entries)
+
+    async def reap_node_entries(
+        self, node_id: str, lock_seconds: float = 30.0
+    ) -> set[tuple[str, str]] | None:
+        """:meth:`reap_node`, returning the ``(connection id, room)`` memberships removed
+        (read before they were deleted), or None when another node holds the reap lock."""
         lock = self.keys.reap_lock(node_id)
         token = os.urandom(16).hex()
         got = await self.redis.set(lock, token, nx=True, px=int(lock_seconds * 1000))
@@ -231,7 +239,7 @@ class Store:
                 pipe.delete(self.keys.heartbeat(node_id))
                 pipe.srem(self.keys.nodes, node_id)
                 await pipe.execute()
-            return len(entries)
+            return entries
         finally:
             await self._release(lock, token)
 

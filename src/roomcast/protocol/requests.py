@@ -17,6 +17,7 @@ VERBS = frozenset(
         "roomAdd",
         "roomLeave",
         "roomView",
+        "roomHistory",
         "detailsView",
         "documentation",
         "say",

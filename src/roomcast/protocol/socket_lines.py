@@ -145,8 +145,15 @@ def parse_line(text: str) -> Request | None:
         return VerbRequest(verb, {"key": first, "value": after.strip() or None})
     if verb in ("paramView", "paramDelete"):
         return VerbRequest(verb, {"key": rest.split(" ", 1)[0]})
-    if verb in ("roomAdd", "roomLeave", "roomView"):
+    if verb in ("roomLeave", "roomView"):
         return VerbRequest(verb, {"room": rest.split(" ", 1)[0]})
+    if verb in ("roomAdd", "roomHistory"):
+        # roomAdd <room> [<since> <epoch>]; roomHistory <room> [<since> [<limit>]]
+        words = rest.split()
+        args = {"room": words[0] if words else ""}
+        names = ("since", "epoch") if verb == "roomAdd" else ("since", "limit")
+        args.update(zip(names, words[1:3], strict=False))
+        return VerbRequest(verb, args)
     if verb == "say":
         room, _, message = rest.partition(" ")
         return VerbRequest(verb, {"room": room, "message": message.strip()})

@@ -14,7 +14,8 @@ from roomcast.protocol.requests import (
     VerbRequest,
 )
 
-_ROOM_EVENTS = ("roomAdd", "roomLeave", "roomView")
+_ROOM_EVENTS = ("roomAdd", "roomLeave", "roomView", "roomHistory")
+_EXTRA_KEYS = {"roomAdd": ("since", "epoch"), "roomHistory": ("since", "limit")}
 #: The reply to an ``action`` event that names no action: it shows the shape to send.
 ACTION_REQUIRED = 'action is required: send {"event":"action","params":{"action":"<name>",…}}'
 
@@ -30,7 +31,11 @@ def parse_event(text: str | bytes) -> tuple[Request, Any]:
     message_id = value.get("messageId")
     event = value.get("event")
     if event in _ROOM_EVENTS:
-        return VerbRequest(event, {"room": value.get("room")}), message_id
+        args = {"room": value.get("room")}
+        # roomAdd may recover (since + epoch); roomHistory reads (since, limit)
+        extra = _EXTRA_KEYS.get(event, ())
+        args.update((key, value[key]) for key in extra if value.get(key) is not None)
+        return VerbRequest(event, args), message_id
     if event == "say":
         return VerbRequest(
             "say", {"room": value.get("room"), "message": value.get("message")}
