@@ -18,6 +18,7 @@ from roomcast import jsonwire
 from roomcast.cluster.bus import Bus
 from roomcast.cluster.errors import WireErrors
 from roomcast.cluster.keys import Keys
+from roomcast.cluster.sharded import ShardedBus
 from roomcast.cluster.store import Store
 
 log = logging.getLogger("roomcast.rpc")
@@ -47,7 +48,7 @@ class Rpc:
         node_id: str,
         token: str,
         keys: Keys,
-        bus: Bus,
+        bus: Bus | ShardedBus,
         store: Store,
         timeout: float,
         owns_connection: Callable[[str], bool],
