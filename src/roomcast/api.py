@@ -57,6 +57,7 @@ class Api:
             watchdog_interval=config.cluster.watchdog_interval,
             owns_connection=self.connections.__contains__,
             errors=WIRE_ERRORS,
+            redis_cluster=config.redis_cluster,
         )
         self.redis = self.cluster.store.redis
         #: Counters of this node, exposed at ``/metrics``.

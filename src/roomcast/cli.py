@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         options: dict[str, Any] = {"help": f"{info.help}{shown}; env {info.env}"}
         if isinstance(info.default, list):
             options["action"] = "append"
+        elif isinstance(info.default, bool):  # a switch; absent leaves env and file alone
+            options["action"] = "store_const"
+            options["const"] = True
         elif isinstance(info.default, int):
             options["type"] = int
         start.add_argument(info.flag, **options)

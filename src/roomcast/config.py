@@ -233,6 +233,13 @@ class Config:
         default=None,
         metadata=_about("pub/sub Redis, when it is not the key store (default: redis_url)"),
     )
+    redis_cluster: bool = field(
+        default=False,
+        metadata=_about(
+            "redis_url (and pubsub_url) is a seed node of a Redis Cluster (Redis 7 or newer): "
+            "hash-tagged keys, sharded pub/sub"
+        ),
+    )
     actions: list[str] = field(
         default_factory=list,
         metadata=_about("directory of Python modules defining actions (repeatable)"),
@@ -308,6 +315,7 @@ FLAGS = (
     "web_port",
     "redis_url",
     "pubsub_url",
+    "redis_cluster",
     "actions",
     "public",
     "server_token",
@@ -330,6 +338,9 @@ KNOWN_ENVIRONMENT = frozenset({"ROOMCAST_CONFIG", *(f"ROOMCAST_{n.upper()}" for 
 
 
 WORKERS_NEED_REDIS = "--workers > 1 needs --redis-url (workers share rooms through Redis)"
+CLUSTER_NEEDS_REDIS = "--redis-cluster needs --redis-url (a seed node of the Redis Cluster)"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 class ConfigError(ValueError):
@@ -495,7 +506,21 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"{name} must be a number, not {value!r}") from None
     if name == "actions" and isinstance(value, str):
         return [value]
+    if name == "redis_cluster":
+        return _boolean(name, value)
     return value
+
+
+def _boolean(name: str, value: Any) -> bool:
+    """A bool from TOML, or a flag's or variable's text (1/0, true/false, yes/no, on/off)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false (1 or 0), not {value!r}")
 
 
 # checks at start ------------------------------------------------------------------------
@@ -525,6 +550,8 @@ def validate(config: Config) -> list[str]:
         raise ConfigError(f"--workers must be 1 or more, not {config.workers!r}")
     if config.workers > 1 and config.redis_url is None:
         raise ConfigError(WORKERS_NEED_REDIS)
+    if config.redis_cluster:
+        _check_cluster(config)
     warnings = _check_auth(config.auth)
     if config.redis_url is not None and config.server_token == DEFAULT_SERVER_TOKEN:
         warnings.append(
@@ -533,6 +560,29 @@ def validate(config: Config) -> list[str]:
             "the same secret token"
         )
     return warnings
+
+
+def _check_cluster(config: Config) -> None:
+    if config.redis_url is None:
+        raise ConfigError(CLUSTER_NEEDS_REDIS)
+    for setting, url in (("--redis-url", config.redis_url), ("--pubsub-url", config.pubsub_url)):
+        if url is None:
+            continue
+        scheme = url.partition("://")[0]
+        if scheme.lower() == "unix":
+            raise ConfigError(f"--redis-cluster needs {setting} to be redis:// or rediss://")
+        database = urlsplit(url).path.strip("/")
+        if database not in ("", "0"):
+            raise ConfigError(
+                f"--redis-cluster: {setting} names database {database!r}; "
+                "a Redis Cluster has only database 0"
+            )
+    prefix = config.cluster.key_prefix
+    if "{" in prefix or "}" in prefix:
+        raise ConfigError(
+            f"[cluster] key_prefix {prefix!r} may not contain braces with --redis-cluster "
+            "(they would become the hash tag of every key)"
+        )
 
 
 def _check_redis_url(setting: str, url: str | None) -> None:

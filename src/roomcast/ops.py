@@ -15,11 +15,13 @@ from typing import Any, TextIO
 import orjson
 
 from roomcast.api import describe_store
+from roomcast.cluster.connect import connect_cluster
 from roomcast.cluster.errors import REDIS_DOWN
 from roomcast.cluster.keys import Keys
 from roomcast.cluster.store import Store, connect
 
 Command = Callable[[Store, argparse.Namespace], Coroutine[Any, Any, Any]]
+_TRUE = ("1", "true", "yes", "on")
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -46,7 +48,9 @@ def common_options() -> argparse.ArgumentParser:
     common.add_argument("--key-prefix", default="roomcast:", help="key prefix (roomcast:)")
     common.add_argument("--server-token", help="the cluster's secret (env ROOMCAST_SERVER_TOKEN)")
     common.add_argument(
-        "--redis-cluster", action="store_true", help="--redis-url is a Redis Cluster seed"
+        "--redis-cluster",
+        action="store_true",
+        help="--redis-url is a Redis Cluster seed (env ROOMCAST_REDIS_CLUSTER=1)",
     )
     common.add_argument("--json", action="store_true", help="machine-readable output")
     return common
@@ -60,7 +64,9 @@ async def run(args: argparse.Namespace, env: dict[str, str], out: TextIO = sys.s
         return 2
     args.redis_url = url
     args.server_token = args.server_token or env.get("ROOMCAST_SERVER_TOKEN", "change-me")
-    store = Store(connect(url), Keys(args.key_prefix))
+    sharded = args.redis_cluster or env.get("ROOMCAST_REDIS_CLUSTER", "").lower() in _TRUE
+    client = connect_cluster(url) if sharded else connect(url)
+    store = Store(client, Keys(args.key_prefix, cluster=sharded))
     try:
         result = await args.operation(store, args)
     except REDIS_DOWN as error:

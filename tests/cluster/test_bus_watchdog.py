@@ -18,6 +18,7 @@ import pytest
 from cluster_support import TOKEN
 from redis.asyncio import Redis
 
+from roomcast.cluster.bus import Bus
 from roomcast.config import ClusterSettings, Config
 from roomcast.testing import TestConnection, TestNode
 from support import RedisProcess
@@ -71,6 +72,7 @@ async def test_a_deaf_subscriber_is_detected_and_rebuilt(
         await _chat_works(alice, bob, timeout=3)
 
         bus = node_b.api.cluster.bus
+        assert isinstance(bus, Bus)
         deaf = bus._pubsub
         assert deaf is not None and bus.reconnects == 0
         # Redis drops every subscription of that connection; the socket stays healthy.

@@ -33,6 +33,7 @@ from roomcast.cluster.envelope import (
 )
 from roomcast.cluster.errors import WireErrors
 from roomcast.cluster.keys import Keys
+from roomcast.cluster.sharded import ShardedBus
 from roomcast.cluster.store import Store
 
 log = logging.getLogger("roomcast.rpc")
@@ -62,7 +63,7 @@ class Rpc:
         node_id: str,
         token: str,
         keys: Keys,
-        bus: Bus,
+        bus: Bus | ShardedBus,
         store: Store,
         timeout: float,
         owns_connection: Callable[[str], bool],

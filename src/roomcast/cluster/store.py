@@ -1,7 +1,10 @@
-"""The key store: rooms and members in Redis (real, or embedded fakeredis).
+"""The key store: rooms and members in Redis (real, or embedded fakeredis), or on a Redis
+Cluster.
 
 Every Redis command of the chat system lives here, so embedded and real Redis run the
-same code; only :func:`connect` differs in what it builds.
+same code; only :func:`connect` differs in what it builds. On a Redis Cluster the few
+commands that span hash slots (a transaction over two keys, MGET, WATCH) take another
+form, chosen where they are sent.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -64,12 +68,24 @@ def connect(
     return aioredis.Redis.from_pool(pool)
 
 
+#: Deletes KEYS[1] if it holds ARGV[1]: the reap lock's release on a Redis Cluster, where
+#: WATCH/MULTI cannot be used through the cluster client.
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class Store:
     """Room and presence data in Redis; all methods are coroutines over one client."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, redis: aioredis.Redis | RedisCluster, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
+        #: On a Redis Cluster: commands over several hash slots are split by slot.
+        self.sharded = isinstance(redis, RedisCluster)
+        if self.sharded != keys.cluster:
+            raise ValueError("a Redis Cluster client needs Keys(cluster=True), and only it")
         self._member_writes = _GroupCommit(redis)
 
     async def close(self) -> None:
@@ -104,7 +120,8 @@ class Store:
         return int(await self.redis.scard(self.keys.rooms))
 
     async def remove_room(self, room: str) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
+        # The two keys are in two hash slots on a Redis Cluster: no transaction there.
+        async with self.redis.pipeline(transaction=not self.sharded) as pipe:
             pipe.srem(self.keys.rooms, room)
             pipe.delete(self.keys.members(room))
             await pipe.execute()
@@ -178,7 +195,7 @@ class Store:
         nodes = sorted(_text(n) for n in await self.redis.smembers(self.keys.nodes))
         if not nodes:
             return {}
-        beats = await self.redis.mget([self.keys.heartbeat(n) for n in nodes])
+        beats = await self._get_many([self.keys.heartbeat(n) for n in nodes])
         return {
             node: int(_text(beat)) if _text(beat).isdigit() else 0
             for node, beat in zip(nodes, beats, strict=True)
@@ -202,15 +219,21 @@ class Store:
         nodes = sorted(_text(n) for n in await self.redis.smembers(self.keys.nodes))
         if not nodes:
             return []
-        alive = await self.redis.mget([self.keys.heartbeat(n) for n in nodes])
+        alive = await self._get_many([self.keys.heartbeat(n) for n in nodes])
         return [n for n, beat in zip(nodes, alive, strict=True) if beat is not None]
 
     async def dead_nodes(self) -> list[str]:
         nodes = [_text(n) for n in await self.redis.smembers(self.keys.nodes)]
         if not nodes:
             return []
-        alive = await self.redis.mget([self.keys.heartbeat(n) for n in nodes])
+        alive = await self._get_many([self.keys.heartbeat(n) for n in nodes])
         return [n for n, beat in zip(nodes, alive, strict=True) if beat is None]
+
+    async def _get_many(self, keys: list[str]) -> list[Any]:
+        """MGET, split by hash slot on a Redis Cluster (one key per node's slot there)."""
+        if isinstance(self.redis, RedisCluster):
+            return await self.redis.mget_nonatomic(keys)
+        return await self.redis.mget(keys)
 
     async def reap_node(self, node_id: str, lock_seconds: float = 30.0) -> int | None:
         """Remove every room membership ``node_id`` owned, its heartbeat and its entry in
@@ -246,6 +269,10 @@ class Store:
     async def _release(self, lock: str, token: str) -> bool:
         """Delete ``lock`` only while it still holds ``token``: a lock that expired and was
         taken by another node meanwhile is theirs, and stays. True when it was deleted."""
+        if isinstance(self.redis, RedisCluster):
+            # One key, so one slot: a script is atomic there as WATCH/MULTI is here.
+            deleted = self.redis.eval(_RELEASE_SCRIPT, 1, lock, token)
+            return bool(await deleted)
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(lock)
@@ -312,10 +339,13 @@ class _GroupCommit:
     Batches go over one connection kept for them, written and read directly rather than
     through a redis-py ``Pipeline``: most batches hold a single join, and the pipeline's
     bookkeeping (a pool checkout, its stack, its reset) cost more than the write itself.
+    On a Redis Cluster a batch's keys live on several nodes, so it goes out as a cluster
+    pipeline instead: one round trip to each node concerned, redirections followed.
     """
 
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self._pool = redis.connection_pool
+    def __init__(self, redis: aioredis.Redis | RedisCluster) -> None:
+        self._cluster = redis if isinstance(redis, RedisCluster) else None
+        self._pool = None if isinstance(redis, RedisCluster) else redis.connection_pool
         self._connection: AbstractConnection | None = None  # taken from the pool on first use
         self._commands: list[Command] = []
         # One future per caller of the batch being collected: a cancelled caller cancels
@@ -335,8 +365,22 @@ class _GroupCommit:
     async def close(self) -> None:
         """Hand the batch connection back to the pool (which the client then closes)."""
         connection, self._connection = self._connection, None
-        if connection is not None:
+        if connection is not None and self._pool is not None:
             await self._pool.release(connection)
+
+    async def _send(self, batch: list[list[Any]]) -> None:
+        connection = self._connection
+        if connection is None:  # get_connection is untyped in redis-py
+            assert self._pool is not None
+            connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+            self._connection = connection
+        # Retried like a pipeline: on a connection error the connection is closed (it
+        # reconnects on the next try) and the whole batch sent again; every command in
+        # it is idempotent.
+        await connection.retry.call_with_retry(
+            lambda: _send_batch(connection, batch),
+            lambda _: connection.disconnect(),
+        )
 
     async def _write_batches(self) -> None:
         try:
@@ -351,18 +395,11 @@ class _GroupCommit:
 
     async def _write(self, commands: list[Command], waiters: list[asyncio.Future[None]]) -> None:
         try:
-            connection = self._connection
-            if connection is None:  # get_connection is untyped in redis-py
-                connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-                self._connection = connection
             batch = _merged(commands)
-            # Retried like a pipeline: on a connection error the connection is closed (it
-            # reconnects on the next try) and the whole batch sent again; every command in
-            # it is idempotent.
-            await connection.retry.call_with_retry(
-                lambda: _send_batch(connection, batch),
-                lambda _: connection.disconnect(),
-            )
+            if self._cluster is not None:
+                await _send_cluster_batch(self._cluster, batch)
+            else:
+                await self._send(batch)
         except BaseException as error:  # every waiter of the batch gets the error
             for waiter in waiters:
                 if not waiter.done():
@@ -391,6 +428,15 @@ async def _send_batch(connection: AbstractConnection, commands: list[list[Any]])
             error = error or reply
     if error is not None:
         raise error
+
+
+async def _send_cluster_batch(cluster: RedisCluster, commands: list[list[Any]]) -> None:
+    """Send ``commands`` as one non-transactional cluster pipeline (split by node, sent to
+    each at once); raise the first error reply."""
+    async with cluster.pipeline(transaction=False) as pipe:
+        for command in commands:
+            pipe.execute_command(*command)
+        await pipe.execute()
 
 
 def _merged(commands: list[Command]) -> list[list[Any]]:
