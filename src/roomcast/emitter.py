@@ -33,9 +33,8 @@ class _Messages:
     """What both emitters share: key names, the bus key, the payload and status shapes."""
 
     def __init__(self, server_token: str, key_prefix: str, redis_cluster: bool) -> None:
-        if redis_cluster:
-            raise NotImplementedError("the emitter does not support Redis Cluster yet")
-        self.keys = Keys(key_prefix)
+        self.keys = Keys(key_prefix, cluster=redis_cluster)
+        self.sharded = redis_cluster
         self._key = derive_key(server_token)
         self.sender = f"emitter:{socket.gethostname()}-{os.getpid()}"
 
@@ -86,12 +85,19 @@ class Emitter:
         redis_cluster: bool = False,
     ) -> None:
         self._messages = _Messages(server_token, key_prefix, redis_cluster)
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(redis_url)
+        self._redis: Any = (
+            aioredis.RedisCluster.from_url(redis_url)
+            if redis_cluster
+            else aioredis.Redis.from_url(redis_url)
+        )
 
     async def broadcast(self, room: str, message: Any) -> None:
         """Send ``message`` (any JSON value) to every member of ``room`` on every node."""
         channel, data = self._messages.envelope(room, message)
-        await self._redis.publish(channel, data)
+        if self._messages.sharded:  # a room's channel is a shard channel on a cluster
+            await self._redis.spublish(channel, data)
+        else:
+            await self._redis.publish(channel, data)
 
     async def room_status(self, room: str) -> dict[str, Any]:
         """``{"room", "membersCount", "members": {id: {"joinedAt", "id"}}}``."""
@@ -126,12 +132,19 @@ class SyncEmitter:
         redis_cluster: bool = False,
     ) -> None:
         self._messages = _Messages(server_token, key_prefix, redis_cluster)
-        self._redis: redis.Redis = redis.Redis.from_url(redis_url)
+        self._redis: Any = (
+            redis.RedisCluster.from_url(redis_url)
+            if redis_cluster
+            else redis.Redis.from_url(redis_url)
+        )
 
     def broadcast(self, room: str, message: Any) -> None:
         """Send ``message`` (any JSON value) to every member of ``room`` on every node."""
         channel, data = self._messages.envelope(room, message)
-        self._redis.publish(channel, data)
+        if self._messages.sharded:  # a room's channel is a shard channel on a cluster
+            self._redis.spublish(channel, data)
+        else:
+            self._redis.publish(channel, data)
 
     def room_status(self, room: str) -> dict[str, Any]:
         """``{"room", "membersCount", "members": {id: {"joinedAt", "id"}}}``."""

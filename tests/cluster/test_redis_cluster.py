@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from cluster_support import CONFIG, PRESENCE_TTL, ChatClient, Cluster, RedisProxy, wait_until
+from cluster_support import CONFIG, PRESENCE_TTL, TOKEN, ChatClient, Cluster, RedisProxy, wait_until
 from redis_cluster_support import RedisClusterProcesses, cluster_binaries, start_redis_cluster
 
 from roomcast.cluster import Keys, ShardedBus
@@ -385,3 +385,23 @@ def _says(text: str, message: dict[str, Any]) -> bool:
 
 def _members_count_is(client: ChatClient, room: str, count: int) -> bool:
     return bool(client.action("roomStatus", room=room)["status"]["membersCount"] == count)
+
+
+def test_the_emitter_broadcasts_to_members_on_every_shard(
+    redis_cluster: RedisClusterProcesses, nodes: Cluster
+) -> None:
+    from roomcast.emitter import SyncEmitter
+
+    _start(nodes, "a", "b")
+    rooms = sorted(_rooms_by_master(redis_cluster, "emit").values())
+    members = {(room, n): nodes.client(n) for room in rooms for n in ("a", "b")}
+    for (room, _), client in members.items():
+        client.join(room)
+    with SyncEmitter(
+        redis_cluster.seed_url, server_token=TOKEN, key_prefix=PREFIX, redis_cluster=True
+    ) as emitter:
+        for room in rooms:
+            emitter.broadcast(room, f"emitted {room}")
+    for (room, _), client in members.items():
+        said = client.wait_chat(functools.partial(_says, f"emitted {room}"))
+        assert said["from"] == 0
