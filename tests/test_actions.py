@@ -1,4 +1,4 @@
-"""Actions of SPEC §5 on an in-process node: inputs, middleware, limits, loading, built-ins."""
+"""Actions on an in-process node: inputs, middleware, limits, loading, built-ins."""
 
 from __future__ import annotations
 

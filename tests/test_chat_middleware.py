@@ -1,4 +1,4 @@
-"""Chat middleware of SPEC §3: order, replacement, refusal and payload changes."""
+"""Chat middleware: order, replacement, refusal and payload changes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The chat-room API of SPEC §3 (``api.chat_room``), case by case, on an in-process node."""
+"""The chat-room API (``api.chat_room``), case by case, on an in-process node."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The TCP socket protocol of SPEC §4.1, end to end against a real ``roomcast start`` process.
+"""The TCP socket protocol, end to end against a real ``roomcast start`` process.
 
 One node serves the whole module; each test opens its own clients (so messageCounts start
 at 1) and uses its own room names.

@@ -1,4 +1,4 @@
-"""Chat across nodes sharing a real Redis (SPEC §6, issue 4 items 1, 2 and 4)."""
+"""Chat across nodes sharing a real Redis."""
 
 from __future__ import annotations
 

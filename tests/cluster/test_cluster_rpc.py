@@ -1,4 +1,4 @@
-"""RPC and remote membership between nodes (SPEC §3 and §6, issue 4 items 3 and 4)."""
+"""RPC and remote membership between nodes."""
 
 from __future__ import annotations
 

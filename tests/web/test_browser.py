@@ -1,4 +1,4 @@
-"""A real browser on the chat page: headless Chromium driven by Playwright (issue 3).
+"""A real browser on the chat page: headless Chromium driven by Playwright.
 
 Uses the system's Chromium (Debian's ``chromium`` package); Playwright never downloads a
 browser here. Without Chromium or without the playwright package these tests are skipped,

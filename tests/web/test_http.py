@@ -1,4 +1,4 @@
-"""HTTP on the web port (SPEC §4.3): actions at /api/<action>, static files, the cookie."""
+"""HTTP on the web port: actions at /api/<action>, static files, the cookie."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TCP, WebSocket and Python-client users chatting in one room of one node (issue 3)."""
+"""TCP, WebSocket and Python-client users chatting in one room of one node."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The WebSocket protocol (SPEC §4.2) end to end against a real ``roomcast start`` process."""
+"""The WebSocket protocol end to end against a real ``roomcast start`` process."""
 
 from __future__ import annotations
 

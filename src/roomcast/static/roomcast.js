@@ -158,7 +158,7 @@
     callbackStyle: 'node',
     WebSocket: null
   };
-  // The server's wording (SPEC section 3) for "you already are where you asked to be".
+  // The server's wording for "you already are where you asked to be".
   var ALREADY_IN_ROOM = 'connection already in this room';
   var NOT_IN_ROOM = 'connection not in this room';
   var ROOM_DELETED = 'this room has been deleted';
