@@ -35,21 +35,6 @@ def test_greet_answers_with_the_greeting_repeated(client: LineClient) -> None:
     }
 
 
-def test_vip_is_refused_to_a_connection_that_ran_no_action(
-    greetings_node: NodeProcess, client: LineClient
-) -> None:
-    client.request('{"action":"createChatRoom","params":{"name":"vip"}}')
-    fresh = LineClient(greetings_node.socket_port)
-    try:
-        fresh.read()
-        assert fresh.request("roomAdd vip")["status"] == "greet first, then join vip"
-        # One action later the same connection may enter.
-        fresh.request('{"action":"greet","params":{"name":"Ada"}}')
-        assert fresh.request("roomAdd vip")["status"] == "OK"
-    finally:
-        fresh.close()
-
-
 def test_messages_in_loud_are_upper_cased(client: LineClient) -> None:
     client.request('{"action":"createChatRoom","params":{"name":"loud"}}')
     assert client.request("roomAdd loud")["status"] == "OK"
