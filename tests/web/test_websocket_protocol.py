@@ -673,3 +673,16 @@ async def test_a_peer_that_stops_answering_pings_is_dropped_and_leaves_its_rooms
         if observer is not None:
             observer.close()
         node.stop()
+
+
+async def test_a_name_on_the_websocket_url_is_the_members_display_name(node: NodeProcess) -> None:
+    import aiohttp
+
+    url = f"ws://127.0.0.1:{node.web_port}/ws?name=Ada"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        await ws.receive_json(timeout=5)  # the welcome
+        await ws.send_json({"event": "roomAdd", "room": "defaultRoom", "messageId": 1})
+        assert (await ws.receive_json(timeout=5))["status"] == "OK"
+        await ws.send_json({"event": "roomView", "room": "defaultRoom", "messageId": 2})
+        view = await ws.receive_json(timeout=5)
+        assert [m.get("name") for m in view["data"]["members"].values()] == ["Ada"]

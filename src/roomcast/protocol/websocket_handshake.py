@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
@@ -189,3 +190,13 @@ def cookie(headers: Mapping[str, str], name: str) -> str | None:
 
 def _tokens(value: str) -> set[str]:
     return {token.strip().lower() for token in value.split(",")}
+
+
+def query_value(query: str, key: str) -> str | None:
+    """The value of ``key`` in a URL query string (without ``?``), or None."""
+    if f"{key}=" not in query:  # the usual upgrade URL has none: skip parsing it
+        return None
+    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        if name == key:
+            return value
+    return None

@@ -31,6 +31,7 @@ from aiohttp.http import HttpRequestParser
 
 from roomcast import jsonwire
 from roomcast.auth import INVALID_TOKEN, token_in_query
+from roomcast.chat.room import DISPLAY_NAME_MAX
 from roomcast.protocol import replies, websocket_frames, websocket_handshake
 from roomcast.protocol.forwarded import HEADER as FORWARDED_FOR
 from roomcast.protocol.forwarded import client_address
@@ -150,12 +151,14 @@ class WebSocketProtocol(OrderedRequests):
         handshake: bytes = b"",
         forwarded_for: Sequence[str] = (),
         token: str | None = None,
+        name: str | None = None,
     ) -> None:
         """Take over a client whose upgrade was accepted and admitted (counted by
         ``api.admission``, released here when the connection is lost); ``handshake``
         (the 101, when the caller has not written it) leaves together with the welcome;
         ``forwarded_for`` holds the upgrade's ``X-Forwarded-For`` values. ``token`` (the
-        URL's ``?token=``) is checked first: a bad one is refused with 1008."""
+        URL's ``?token=``) is checked first: a bad one is refused with 1008. ``name`` (the
+        URL's ``?name=``) is the client's display name, kept as its ``name`` param."""
         super().__init__()
         self.server = server
         self.api = api = server.api
@@ -178,6 +181,8 @@ class WebSocketProtocol(OrderedRequests):
                 deflate.server_max_window_bits,
             )
         )
+        if name:
+            self.connection.params["name"] = name[:DISPLAY_NAME_MAX]
         self._heard = True  # a frame arrived since the last heartbeat ping
         self._counted = True  # by the admission, until the connection is lost
         server.remember_socket(self)  # forgotten in connection_lost
@@ -314,6 +319,7 @@ async def serve_upgrade(server: WebServer, request: web.Request) -> web.StreamRe
         upgrade.deflate,
         forwarded_for=request.headers.getall(FORWARDED_FOR, ()),
         token=request.query.get("token"),
+        name=request.query.get("name"),
     )
     reader = _UpgradedRequest(protocol, asyncio.get_running_loop().create_future())
     # set_parser is typed for aiohttp's own reader; it calls only feed_data and feed_eof.
@@ -428,6 +434,7 @@ class FirstRequest(asyncio.Protocol):
             upgrade.response(),
             message.headers.getall(FORWARDED_FOR, ()),
             token_in_query(query) if query else None,
+            websocket_handshake.query_value(query, "name") if query else None,
         )
         transport.set_protocol(protocol)
         if tail:
