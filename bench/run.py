@@ -3,7 +3,7 @@
     python bench/run.py [--quick] [--servers a,b,...] [--scenarios fanout,ramp,...]
 
 Servers: roomcast-ws, roomcast-tcp, socketio, actionhero, websockets, floor-tcp.
-Scenarios: fanout, ramp, connections, stall, cluster.
+Scenarios: fanout, ramp, connections, stall, cluster, cluster-scaling.
 Each target runs as its own subprocess; results go to bench/results/<timestamp>.json.
 The exit status is non-zero only when the harness breaks (or, with --quick, when
 a target cannot be measured at all); numbers never fail a run.
@@ -31,8 +31,9 @@ from scenarios import SCENARIOS, Settings
 from servers import BENCH_DIR, TARGETS, TargetFailed, TargetUnavailable
 
 ALL_SERVERS = ["roomcast-ws", "roomcast-tcp", "socketio", "actionhero", "websockets", "floor-tcp"]
-ALL_SCENARIOS = ["fanout", "ramp", "connections", "stall", "cluster"]
+ALL_SCENARIOS = ["fanout", "ramp", "connections", "stall", "cluster", "cluster-scaling"]
 CLUSTER_SERVERS = {"roomcast-ws", "roomcast-tcp", "socketio", "actionhero"}
+SCALING_SERVERS = {"roomcast-ws", "roomcast-tcp", "socketio"}
 
 
 def machine() -> dict:
@@ -170,12 +171,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--table", metavar="RESULT_JSON", help="print the markdown table of a result file and exit"
     )
+    parser.add_argument(
+        "--median",
+        metavar="RESULT_JSON,...",
+        help="print the cluster-scaling table with each row's median over these files and exit",
+    )
     args = parser.parse_args(argv)
 
     if args.table:
         from report import markdown
 
         print(markdown(json.loads(Path(args.table).read_text())))
+        return 0
+    if args.median:
+        from report import scaling_median_markdown
+
+        files = args.median.split(",")
+        print(scaling_median_markdown([json.loads(Path(f).read_text()) for f in files]))
         return 0
 
     try:
@@ -240,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for scenario in scenarios:
             if scenario == "cluster" and name not in CLUSTER_SERVERS:
+                continue
+            if scenario == "cluster-scaling" and name not in SCALING_SERVERS:
                 continue
             log(f"{name} / {scenario}")
             if args.wait_quiet:
