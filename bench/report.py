@@ -339,6 +339,7 @@ def markdown(result: dict) -> str:
             ),
             "",
         ]
+    parts += scaling_markdown(result)
     lines = ratios(result)
     if lines:
         parts += ["**ratios**", ""] + [f"- {line}" for line in lines] + [""]
@@ -349,6 +350,181 @@ def markdown(result: dict) -> str:
                 + [f"- {k}: {v.splitlines()[0] if v else v}" for k, v in result[key].items()]
                 + [""]
             )
+    return "\n".join(parts)
+
+
+def _scaling_runs(result: dict) -> list[tuple[str, dict]]:
+    return [
+        (server, run)
+        for server, scen in result["results"].items()
+        for run in scen.get("cluster-scaling", {}).get("runs", [])
+        if "skipped" not in run
+    ]
+
+
+def scaling_markdown(result: dict) -> list[str]:
+    """The cluster-scaling table, and its two targets as ratios."""
+    runs = _scaling_runs(result)
+    if not runs:
+        return []
+    rows = [
+        [
+            server,
+            run["redis"],
+            run["nodes"],
+            run["member_nodes"],
+            run["members"],
+            _fmt(run["deliveries_per_s"], 0),
+            f"{100 * run['loss']:.2f} %",
+            _fmt(run["latency_ms"]["p50"], 2),
+            _fmt(run["latency_ms"]["p99"], 2),
+            _fmt(run["server_cpu_us_per_delivery"], 2),
+            _fmt(run.get("redis_cpu_us_per_delivery"), 3),
+            _fmt(run.get("redis_cpu_us_per_delivery_above_idle"), 3),
+            _fmt(run.get("redis_idle_cpu_pct"), 2),
+            _fmt(run.get("redis_output_bytes_per_message"), 0),
+            _fmt(run.get("other_cpu_pct"), 0),
+        ]
+        for server, run in runs
+    ]
+    parts = [
+        "**cluster-scaling** (one room, members split over the nodes that have members, "
+        "a sender on each of them; one Redis, or a Redis Cluster of 3 masters + 3 replicas)",
+        "",
+        _table(
+            [
+                "server",
+                "redis",
+                "nodes",
+                "nodes with members",
+                "members",
+                "deliv/s",
+                "loss",
+                "p50 ms",
+                "p99 ms",
+                "server µs/deliv (all nodes)",
+                "redis µs/deliv (all redis-servers)",
+                "redis µs/deliv above idle",
+                "redis idle CPU %",
+                "redis bytes out per message",
+                "other CPU %",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    lines = []
+    for server in sorted({server for server, _ in runs}):
+        mine = {
+            (run["redis"], run["nodes"], run["member_nodes"]): run for s, run in runs if s == server
+        }
+        one = mine.get(("redis", 1, 1))
+        three = mine.get(("redis-cluster", 3, 3))
+        if one and three and one["server_cpu_us_per_delivery"]:
+            ratio = three["server_cpu_us_per_delivery"] / one["server_cpu_us_per_delivery"]
+            lines.append(
+                f"{server}: 3 nodes on the Redis Cluster {three['server_cpu_us_per_delivery']:.2f}"
+                f" µs / 1 node on one Redis {one['server_cpu_us_per_delivery']:.2f} µs per "
+                f"delivery = {ratio:.2f}"
+            )
+        for redis in ("redis", "redis-cluster"):
+            idle = [mine[key] for key in sorted(mine) if key[0] == redis and key[2] == 1]
+            if len(idle) > 1:
+                shown = ", ".join(
+                    f"{run['nodes']} nodes {_fmt(run.get('redis_cpu_us_per_delivery'), 3)}"
+                    f" ({_fmt(run.get('redis_cpu_us_per_delivery_above_idle'), 3)} above idle)"
+                    for run in idle
+                )
+                lines.append(
+                    f"{server} on {redis}, members on one node only: redis µs/delivery with {shown}"
+                )
+    if lines:
+        parts += [f"- {line}" for line in lines] + [""]
+    return parts
+
+
+def _median(values: list) -> float | None:
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def scaling_median_markdown(results: list[dict]) -> str:
+    """The cluster-scaling table over several runs: each row's median, and the targets."""
+    rows_by_key: dict[tuple, list[dict]] = {}
+    for result in results:
+        for server, run in _scaling_runs(result):
+            key = (server, run["redis"], run["nodes"], run["member_nodes"])
+            rows_by_key.setdefault(key, []).append(run)
+
+    def med(runs: list[dict], *path: str) -> float | None:
+        values = []
+        for run in runs:
+            value = run
+            for part in path:
+                value = value.get(part) if isinstance(value, dict) else None
+            values.append(value)
+        return _median(values)
+
+    rows = [
+        [
+            server,
+            redis,
+            nodes,
+            member_nodes,
+            len(runs),
+            _fmt(med(runs, "latency_ms", "p50"), 2),
+            _fmt(med(runs, "latency_ms", "p99"), 2),
+            _fmt(med(runs, "server_cpu_us_per_delivery"), 2),
+            _fmt(med(runs, "redis_cpu_us_per_delivery"), 3),
+            _fmt(med(runs, "redis_cpu_us_per_delivery_above_idle"), 3),
+            _fmt(med(runs, "redis_output_bytes_per_message"), 0),
+            _fmt(med(runs, "other_cpu_pct"), 0),
+            f"{100 * max(run['loss'] for run in runs):.2f} %",
+        ]
+        for (server, redis, nodes, member_nodes), runs in rows_by_key.items()
+    ]
+    parts = [
+        f"**cluster-scaling, median of {len(results)} runs** (1,000 members, 20,000 "
+        "deliveries/s offered)",
+        "",
+        _table(
+            [
+                "server",
+                "redis",
+                "nodes",
+                "nodes with members",
+                "runs",
+                "p50 ms",
+                "p99 ms",
+                "server µs/deliv (all nodes)",
+                "redis µs/deliv (all redis-servers)",
+                "redis µs/deliv above idle",
+                "redis bytes out per message",
+                "other CPU %",
+                "worst loss",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    for server in sorted({key[0] for key in rows_by_key}):
+        one = rows_by_key.get((server, "redis", 1, 1))
+        three = rows_by_key.get((server, "redis-cluster", 3, 3))
+        three_single = rows_by_key.get((server, "redis", 3, 3))
+        base = med(one, "server_cpu_us_per_delivery") if one else None
+        if base and three:
+            cluster3 = med(three, "server_cpu_us_per_delivery") or 0.0
+            line = (
+                f"- {server}: 3 nodes on the Redis Cluster / 1 node on one Redis = "
+                f"{cluster3:.2f} / {base:.2f} µs = {cluster3 / base:.2f}"
+            )
+            if three_single:
+                single3 = med(three_single, "server_cpu_us_per_delivery") or 0.0
+                line += f"; 3 nodes on one Redis / 1 node = {single3 / base:.2f}"
+            parts.append(line)
     return "\n".join(parts)
 
 

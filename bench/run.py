@@ -4,8 +4,8 @@
 
 Servers: roomcast-ws, roomcast-tcp, roomcast-asgi, socketio, actionhero, websockets,
 floor-tcp.
-Scenarios: fanout, ramp, connections, stall, cluster; fanout-history (roomcast only:
-fanout in a room with [chat] history_size = 100).
+Scenarios: fanout, ramp, connections, stall, cluster, cluster-scaling; fanout-history
+(roomcast only: fanout in a room with [chat] history_size = 100).
 Each target runs as its own subprocess; results go to bench/results/<timestamp>.json.
 The exit status is non-zero only when the harness breaks (or, with --quick, when
 a target cannot be measured at all); numbers never fail a run.
@@ -41,10 +41,11 @@ ALL_SERVERS = [
     "websockets",
     "floor-tcp",
 ]
-ALL_SCENARIOS = ["fanout", "ramp", "connections", "stall", "cluster"]
+ALL_SCENARIOS = ["fanout", "ramp", "connections", "stall", "cluster", "cluster-scaling"]
 #: Not part of a default run; ask for it with --scenarios.
 EXTRA_SCENARIOS = ["fanout-history"]
 CLUSTER_SERVERS = {"roomcast-ws", "roomcast-tcp", "roomcast-asgi", "socketio", "actionhero"}
+SCALING_SERVERS = {"roomcast-ws", "roomcast-tcp", "socketio"}
 
 
 def machine() -> dict:
@@ -184,12 +185,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--table", metavar="RESULT_JSON", help="print the markdown table of a result file and exit"
     )
+    parser.add_argument(
+        "--median",
+        metavar="RESULT_JSON,...",
+        help="print the cluster-scaling table with each row's median over these files and exit",
+    )
     args = parser.parse_args(argv)
 
     if args.table:
         from report import markdown
 
         print(markdown(json.loads(Path(args.table).read_text())))
+        return 0
+    if args.median:
+        from report import scaling_median_markdown
+
+        files = args.median.split(",")
+        print(scaling_median_markdown([json.loads(Path(f).read_text()) for f in files]))
         return 0
 
     try:
@@ -254,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for scenario in scenarios:
             if scenario == "cluster" and name not in CLUSTER_SERVERS:
+                continue
+            if scenario == "cluster-scaling" and name not in SCALING_SERVERS:
                 continue
             log(f"{name} / {scenario}")
             if args.wait_quiet:

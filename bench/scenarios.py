@@ -5,13 +5,21 @@ Every scenario returns a JSON-able dict; nothing here judges the numbers.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 from generator import Generator, Window
-from servers import Roomcast, ServerProc, Target, TargetUnavailable, start_redis
+from servers import (
+    Roomcast,
+    ServerProc,
+    Target,
+    TargetUnavailable,
+    start_redis,
+    start_redis_cluster,
+)
 
 LOSS_LIMIT = 0.001  # ramp: highest rate with loss <= 0.1 %
 P99_LIMIT_MS = 50.0  # ... and p99 <= 50 ms
@@ -45,6 +53,8 @@ class Settings:
     connect_concurrency: int = 64
     cluster_members: int = 1000
     cluster_deliveries_per_s: float = 20000.0
+    scaling_nodes: list[int] = field(default_factory=lambda: [1, 2, 3])
+    scaling_idle_s: float = 3.0  # Redis's own CPU with the nodes up and nobody talking
     stall_members: int = 1000
     # what the stalled member is owed must outgrow the kernel's socket buffers (up to
     # 4 MiB on loopback) plus the server's own limit within the run: 16 KiB messages
@@ -61,8 +71,45 @@ class Settings:
     quiet_wait_s: float = 30.0  # ramp: how long a disturbed step waits for a quiet machine
 
 
+@dataclass
+class SharedRedis:
+    """A Redis (one server, or every server of a Redis Cluster) that outlives deployments."""
+
+    servers: list[ServerProc]
+    cluster: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.servers[0].ports['redis']}/0"
+
+    def cpu_s(self) -> float:
+        return sum(server.cpu_s() for server in self.servers)
+
+    def output_bytes(self) -> int:
+        """Bytes every server has sent so far (to clients and replicas): INFO stats."""
+        total = 0
+        for server in self.servers:
+            done = subprocess.run(
+                ["redis-cli", "-p", str(server.ports["redis"]), "info", "stats"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            for line in done.stdout.splitlines():
+                if line.startswith("total_net_output_bytes:"):
+                    total += int(line.split(":", 1)[1])
+        return total
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
 class Deployment:
-    """The processes behind one target for one scenario: nodes plus an optional redis."""
+    """The processes behind one target for one scenario: nodes plus an optional redis.
+
+    With `shared` the nodes use that Redis (or Redis Cluster), which `stop` leaves running.
+    """
 
     def __init__(
         self,
@@ -72,18 +119,23 @@ class Deployment:
         pin: bool = True,
         send_limit: int | None = None,
         history_size: int = 0,
+        shared: SharedRedis | None = None,
     ) -> None:
         self.target, self.settings = target, settings
-        self.redis: ServerProc | None = None
+        self.redis: ServerProc | SharedRedis | None = shared
+        self._owns_redis = shared is None
         self.nodes: list[ServerProc] = []
         self.ports: list[int] = []
         try:
-            redis_url = None
-            if target.needs_redis or nodes > 1:
+            redis_url = shared.url if shared else None
+            if shared is None and (target.needs_redis or nodes > 1):
                 self.redis = start_redis(settings.log_dir, settings.aux_cpus if pin else None)
                 redis_url = f"redis://127.0.0.1:{self.redis.ports['redis']}/0"
-            # only roomcast keeps history; the option is not given to other targets
-            extra = {"history_size": history_size} if history_size else {}
+            extra: dict[str, object] = {}
+            if history_size:  # only roomcast keeps history; other targets never get it
+                extra["history_size"] = history_size
+            if shared and shared.cluster:
+                extra["redis_cluster"] = True
             for i in range(nodes):
                 node, port = target.start(
                     settings.log_dir,
@@ -132,7 +184,7 @@ class Deployment:
     def stop(self) -> None:
         for n in self.nodes:
             n.stop()
-        if self.redis:
+        if self.redis and self._owns_redis:
             self.redis.stop()
 
 
@@ -473,6 +525,79 @@ def cluster(target: Target, s: Settings, log) -> dict:
         dep.stop()
 
 
+def cluster_scaling(target: Target, s: Settings, log) -> dict:
+    """The cluster scenario with 1, 2 and 3 nodes on one Redis and (roomcast only) on a
+    3-master Redis Cluster; then the room's members on one node while the others idle.
+
+    Every run has its own nodes; the Redis of one layout serves all of its runs.
+    """
+    layouts = ["redis", "redis-cluster"] if isinstance(target, Roomcast) else ["redis"]
+    runs: list[dict] = []
+    for layout in layouts:
+        try:
+            if layout == "redis-cluster":
+                shared = SharedRedis(start_redis_cluster(s.log_dir), cluster=True)
+            else:
+                shared = SharedRedis([start_redis(s.log_dir, None)])
+        except TargetUnavailable as exc:
+            runs.append({"redis": layout, "skipped": str(exc)})
+            continue
+        try:
+            shapes = [(n, n) for n in s.scaling_nodes]
+            shapes += [(n, 1) for n in s.scaling_nodes if n > 1]
+            for nodes, member_nodes in shapes:
+                res = _scaling_run(target, s, shared, nodes, member_nodes)
+                res.update(redis=layout, nodes=nodes, member_nodes=member_nodes)
+                runs.append(res)
+                log(
+                    f"  {layout}, {nodes} nodes, members on {member_nodes}: {_line(res)}, "
+                    f"redis {res.get('redis_cpu_us_per_delivery')} us/delivery"
+                )
+        finally:
+            shared.stop()
+    return {"runs": runs}
+
+
+def _scaling_run(
+    target: Target, s: Settings, shared: SharedRedis, nodes: int, member_nodes: int
+) -> dict:
+    dep = Deployment(target, s, nodes=nodes, pin=False, shared=shared)
+    gen = Generator(
+        s.python,
+        target.dialect,
+        dep.ports[:member_nodes],  # members alternate over these nodes; the rest idle
+        workers=s.workers,
+        cpus=None,
+        message_size=s.message_size,
+    )
+    try:
+        conn = gen.connect(s.cluster_members, s.connect_concurrency)
+        members = gen.members
+        if members == 0:
+            raise RuntimeError(f"no member could join: {conn['errors']}")
+        # What Redis burns with nothing said (cluster gossip, heartbeats, watchdog pings):
+        # subtracted below, so what remains is Redis's cost of the messages themselves.
+        idle0, t0 = dep.aux_cpu_s(), time.perf_counter()
+        time.sleep(s.scaling_idle_s)
+        idle_rate = (dep.aux_cpu_s() - idle0) / (time.perf_counter() - t0)
+        _warmup(dep, gen, s, members, s.cluster_deliveries_per_s)
+        aux0, t0, out0 = dep.aux_cpu_s(), time.perf_counter(), shared.output_bytes()
+        w, res = _window(dep, gen, s, members, s.cluster_deliveries_per_s, s.window_s)
+        aux, wall = dep.aux_cpu_s() - aux0, time.perf_counter() - t0
+        # Deterministic where CPU is noisy: what Redis sent per message said.
+        sent = shared.output_bytes() - out0
+        res["redis_output_bytes_per_message"] = round(sent / w.sent) if w.sent else None
+        res["redis_idle_cpu_pct"] = round(100 * idle_rate, 2)
+        res["redis_cpu_us_per_delivery_above_idle"] = (
+            round((aux - idle_rate * wall) * 1e6 / w.received, 3) if w.received else None
+        )
+        res["connect"] = conn
+        return res
+    finally:
+        gen.close()
+        dep.stop()
+
+
 def stall(target: Target, s: Settings, log) -> dict:
     """One member stops reading: the others' p99 before and during, and the server's memory."""
     dep = Deployment(target, s, send_limit=s.stall_send_limit)
@@ -557,4 +682,5 @@ SCENARIOS = {
     "connections": connections,
     "stall": stall,
     "cluster": cluster,
+    "cluster-scaling": cluster_scaling,
 }

@@ -226,6 +226,89 @@ def start_redis(log_dir: Path, cpus: str | None) -> ServerProc:
     return server
 
 
+def _free_cluster_port() -> int:
+    """A free port whose cluster-bus port (+10000, so at most 55535) is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port + 10000))
+            except OSError:
+                continue
+        return port
+    raise TargetFailed("no free port pair for a Redis Cluster node")
+
+
+def start_redis_cluster(log_dir: Path, masters: int = 3) -> list[ServerProc]:
+    """A Redis Cluster: `masters` masters and one replica each, on free loopback ports.
+
+    Returns every redis-server (masters first as created); the first one is the seed.
+    """
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        raise TargetUnavailable("redis-server and redis-cli are needed for a Redis Cluster")
+    servers: list[ServerProc] = []
+    try:
+        for _ in range(2 * masters):
+            port = _free_cluster_port()
+            directory = log_dir / f"rcluster-{port}"
+            directory.mkdir(parents=True, exist_ok=True)
+            cmd = [
+                binary,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(directory / "nodes.conf"),
+                "--cluster-node-timeout",
+                "5000",
+                "--port",
+                str(port),
+                "--bind",
+                HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(directory),
+            ]
+            servers.append(spawn(f"redis-{port}", cmd, log_dir, {"redis": port}))
+        for server in servers:
+            server.wait_ready(10)
+        addresses = [f"{HOST}:{server.ports['redis']}" for server in servers]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        while not all(_cluster_node_ready(cli, server.ports["redis"]) for server in servers):
+            if time.monotonic() > deadline:
+                raise TargetFailed("the Redis Cluster did not become healthy in 30 s")
+            time.sleep(0.2)
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers
+
+
+def _cluster_node_ready(cli: str, port: int) -> bool:
+    """cluster_state:ok, and a replica's link to its master up."""
+
+    def ask(*args: str) -> str:
+        done = subprocess.run([cli, "-p", str(port), *args], capture_output=True, text=True)
+        return done.stdout
+
+    if "cluster_state:ok" not in ask("cluster", "info"):
+        return False
+    replication = ask("info", "replication")
+    return "role:slave" not in replication or "master_link_status:up" in replication
+
+
 # --- targets ------------------------------------------------------------------------------
 
 
@@ -250,10 +333,12 @@ class Target:
         node_id: str = "a",
         redis_url: str | None = None,
         send_limit: int | None = None,
+        redis_cluster: bool = False,
     ) -> tuple[ServerProc, int]:
         """Start one node; returns it and the port clients connect to.
 
-        `send_limit` (bytes a client may leave unread) is honoured by targets that have one.
+        `send_limit` (bytes a client may leave unread) is honoured by targets that have one;
+        `redis_cluster` (the URL is a Redis Cluster seed) only by roomcast.
         """
         raise NotImplementedError
 
@@ -290,6 +375,7 @@ class Roomcast(Target):
         redis_url=None,
         send_limit=None,
         history_size=0,
+        redis_cluster=False,
     ):
         web, sock = free_port(), free_port()
         cmd = [
@@ -310,6 +396,8 @@ class Roomcast(Target):
         ]
         if redis_url:
             cmd += ["--redis-url", redis_url]
+        if redis_cluster:
+            cmd.append("--redis-cluster")
         tables = ""
         if send_limit:
             tables += (
