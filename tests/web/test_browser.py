@@ -8,9 +8,7 @@ with the reason in pytest's summary.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from urllib.parse import urlencode
 
 import pytest
 import pytest_asyncio
+from browser_support import CHROMIUM_ARGS, chromium_executable
 from clientsupport import (
     ScriptedWebSocketPeer,
     ScriptedWebSocketServer,
@@ -34,25 +33,7 @@ from support import LOOPBACK, LineClient, NodeProcess, RedisProcess, start_node,
 ROOMCAST_JS = Path(roomcast.__file__).parent / "static" / "roomcast.js"
 PHONE = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True}
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 TIMEOUT_MS = 10_000
-
-
-def chromium_executable() -> str | None:
-    """The system Chromium: on PATH, else Debian's standard location."""
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    fallback = "/usr/bin/chromium"
-    return fallback if os.access(fallback, os.X_OK) else None
 
 
 # One Chromium for the module (starting it is the slow part); each test gets contexts of
