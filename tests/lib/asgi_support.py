@@ -50,9 +50,10 @@ class UvicornProcess:
 
 
 def start_uvicorn(
-    module: str, *, lifespan: str, env: dict[str, str] | None = None
+    module: str, *, lifespan: str, env: dict[str, str] | None = None, app_dir: Path = APPS
 ) -> UvicornProcess:
-    """Serve ``tests/asgi_apps/<module>.py``'s ``app`` and wait until uvicorn listens."""
+    """Serve ``<app_dir>/<module>.py``'s ``app`` (``tests/asgi_apps`` unless told) and wait
+    until uvicorn listens."""
     port = free_port()
     node_id = f"asgi-{module}-{port}"
     log_path = Path(tempfile.mkdtemp(prefix="roomcast-asgi-")) / f"{module}.log"
@@ -64,7 +65,7 @@ def start_uvicorn(
         "uvicorn",
         f"{module}:app",
         "--app-dir",
-        str(APPS),
+        str(app_dir),
         "--host",
         LOOPBACK,
         "--port",

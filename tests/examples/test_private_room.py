@@ -10,7 +10,7 @@ import pytest
 
 from support import LineClient, NodeProcess, start_node
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "private_room"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "private_room"
 PASSWORD = "correct horse battery staple"
 
 
