@@ -245,7 +245,8 @@ def churn(target: Target, s: Settings, log) -> dict:
     """Connections joining a random room, saying a little and leaving, at a rising rate.
 
     One node on Redis, then two nodes on one Redis; steps of `churn_rates` joins+leaves
-    per second per node until roomAdd's p99 passes 20 ms or the joins stop keeping up.
+    per second per node until the joins stop keeping up (or a request fails); the
+    sustained rate is the highest step whose roomAdd p99 is at most 20 ms.
     """
     out: dict = {"rooms": s.churn_rooms, "connections": s.churn_connections, "runs": []}
     for nodes in s.churn_nodes:
@@ -343,12 +344,10 @@ def _churn_run(dep: Deployment, s: Settings, nodes: int, log) -> dict:
                 ),
             )
             p99 = step["join_ms"]["p99"]
-            ok = (
-                p99 is not None
-                and p99 <= CHURN_P99_LIMIT_MS
-                and ops >= CHURN_DONE_SHARE * per_node * nodes * step["seconds"]
-                and not step["failed"]
+            kept_up = (
+                ops >= CHURN_DONE_SHARE * per_node * nodes * step["seconds"] and not step["failed"]
             )
+            ok = kept_up and p99 is not None and p99 <= CHURN_P99_LIMIT_MS
             step["ok"] = ok
             run["steps"].append(step)
             log(
@@ -360,9 +359,12 @@ def _churn_run(dep: Deployment, s: Settings, nodes: int, log) -> dict:
                 f"gen {step['generator_cpu_pct']}%, other {step['other_cpu_pct']}%"
                 + ("" if ok else f" -- over the limit ({step['failures'] or 'p99/rate'})")
             )
-            if not ok:
+            if ok and (best is None or step["ops_per_s_per_node"] > best["ops_per_s_per_node"]):
+                best = step
+            # A step over the p99 limit that still kept up goes on (on a shared machine the
+            # p99 is the first to suffer), so CPU per join is seen at every rate it holds.
+            if not kept_up:
                 break
-            best = step
             dep.settle(5.0)
         run["sustained_ops_per_s_per_node"] = best["ops_per_s_per_node"] if best else 0
         run["best"] = best

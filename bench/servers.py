@@ -423,7 +423,9 @@ class Roomcast(Target):
         server = spawn(
             f"{self.name}-{node_id}", pinned(cmd, cpus), log_dir, {"web": web, "socket": sock}
         )
-        server.wait_ready(30)  # "roomcast ready" is an info line; we log at warning
+        # "roomcast ready" is an info line; we log at warning. Starting rooms are made one
+        # by one before the ports open.
+        server.wait_ready(30 + rooms / 50)
         return server, (sock if self.dialect == "roomcast-tcp" else web)
 
     def version(self, python):
