@@ -157,7 +157,20 @@ def rooms(target: Target, s: Settings, log) -> dict:
             continue
         try:
             for shape in s.rooms_shapes:
-                res = _rooms_run(dep, s, nodes, *shape)
+                try:
+                    res = _rooms_run(dep, s, nodes, *shape)
+                except RuntimeError as exc:  # this shape failed (joins refused): the next
+                    out["runs"].append(
+                        {
+                            "nodes": nodes,
+                            "rooms": shape[0],
+                            "members_per_room": shape[1],
+                            "skipped": str(exc)[:300],
+                        }
+                    )
+                    log(f"  rooms {nodes} node(s), {shape[0]} x {shape[1]}: {exc}")
+                    dep.check_alive()
+                    continue
                 out["runs"].append(res)
                 log(
                     f"  rooms {nodes} node(s), {shape[0]} x {shape[1]}: "
