@@ -174,27 +174,39 @@ class Generator:
         return [w.recv() for w in self.workers]
 
     def connect(
-        self, total: int, concurrency: int = 200, timeout: float = 15, deadline: float = 120
+        self,
+        total: int,
+        concurrency: int = 200,
+        timeout: float = 15,
+        deadline: float = 120,
+        rooms: list[list[str]] | None = None,
     ) -> dict:
-        """Grow to `total` joined members, spread evenly over the workers."""
+        """Grow to `total` joined members, spread evenly over the workers.
+
+        `rooms`, one list per new connection, says which rooms each joins (default: the
+        generator's room).
+        """
         add = max(0, total - self.members)
         per = [
             add // len(self.workers) + (1 if i < add % len(self.workers) else 0)
             for i in range(len(self.workers))
         ]
+        cmds = []
+        first = 0
+        for n in per:
+            cmd = {
+                "cmd": "connect",
+                "count": n,
+                "concurrency": max(1, concurrency // len(self.workers)),
+                "timeout": timeout,
+                "deadline": deadline,
+            }
+            if rooms is not None:
+                cmd["rooms"] = rooms[first : first + n]
+            first += n
+            cmds.append(cmd)
         start = time.perf_counter()
-        replies = self._all(
-            [
-                {
-                    "cmd": "connect",
-                    "count": n,
-                    "concurrency": max(1, concurrency // len(self.workers)),
-                    "timeout": timeout,
-                    "deadline": deadline,
-                }
-                for n in per
-            ]
-        )
+        replies = self._all(cmds)
         elapsed = time.perf_counter() - start
         joined = sum(r["joined"] for r in replies)
         self.members = sum(r["total"] for r in replies)
@@ -224,23 +236,38 @@ class Generator:
         return sum(s["delivered"] for s in self.stats(-1))
 
     def measure(
-        self, server_cpu, rate: float, duration: float, senders: int, drain_s: float = 2.0
+        self,
+        server_cpu,
+        rate: float,
+        duration: float,
+        senders: int,
+        drain_s: float = 2.0,
+        per_message: int | None = None,
     ) -> Window:
         """Worker 0's first `senders` members say `rate` msg/s for `duration`.
 
-        Counts every delivery, waiting up to `drain_s` for the last ones.
+        Counts every delivery, waiting up to `drain_s` for the last ones. With
+        `per_message` (the members of each room) every message comes from a membership
+        picked at random and is owed to that many members, not to every connection.
         """
         self.phase += 1
         phase = self.phase
         before = self.stats(phase)
-        members = sum(s["open"] for s in before)
+        members = sum(s["open"] for s in before) if per_message is None else per_message
         delivered0 = sum(s["delivered"] for s in before)
         gen0 = sum(s["cpu_s"] for s in before)
         cpu0 = server_cpu()
         t0 = time.perf_counter()
         w0 = self.workers[0]
         w0.send(
-            {"cmd": "send", "phase": phase, "rate": rate, "duration": duration, "senders": senders}
+            {
+                "cmd": "send",
+                "phase": phase,
+                "rate": rate,
+                "duration": duration,
+                "senders": senders,
+                "random": per_message is not None,
+            }
         )
         sent_reply = w0.recv()
         t_sent = time.perf_counter()
@@ -283,6 +310,49 @@ class Generator:
             sender_late_max_ms=sent_reply.get("late_max_ms", 0.0),
         )
 
+    def churn(self, rate: float, duration: float, rooms: int, says: int = 1) -> dict:
+        """Join-say-leave cycles at `rate` per second (over all workers) for `duration`:
+        how many joins and leaves succeeded, `roomAdd` and `roomLeave` latency."""
+        self.phase += 1
+        per = rate / len(self.workers)
+        replies = self._all(
+            [
+                {
+                    "cmd": "churn",
+                    "phase": self.phase,
+                    "rate": per,
+                    "duration": duration,
+                    "rooms": rooms,
+                    "says": says,
+                }
+                for _ in self.workers
+            ]
+        )
+        out: dict = {"offered_cycles_per_s": rate}
+        for key in ("started", "joins", "leaves", "says", "failed", "starved", "hanging"):
+            out[key] = sum(r[key] for r in replies)
+        failures: dict[str, int] = {}
+        for r in replies:
+            for k, v in r["failures"].items():
+                failures[k] = failures.get(k, 0) + v
+        out["failures"] = failures
+        out["seconds"] = max(r["seconds"] for r in replies)
+        out["late_max_ms"] = round(max(r["late_max_ms"] for r in replies), 3)
+        out["generator_cpu_s"] = sum(r["cpu_s"] for r in replies)
+        for name in ("join", "leave"):
+            hist: dict[int, int] = {}
+            max_ns = 0
+            for r in replies:
+                for k, v in r[name]["hist"].items():
+                    hist[int(k)] = hist.get(int(k), 0) + v
+                max_ns = max(max_ns, r[name]["max_ns"])
+            out[f"{name}_ms"] = {
+                "p50": _r(percentile_ms(hist, 0.5, max_ns)),
+                "p99": _r(percentile_ms(hist, 0.99, max_ns)),
+                "max": _r(max_ns / 1e6),
+            }
+        return out
+
     def stall(self, count: int) -> int:
         self.workers[-1].send({"cmd": "stall", "count": count})
         return self.workers[-1].recv()["stalled"]
@@ -290,6 +360,19 @@ class Generator:
     def resume(self) -> int:
         self.workers[-1].send({"cmd": "resume"})
         return self.workers[-1].recv()["resumed"]
+
+
+def percentile_ms(hist: dict[int, int], q: float, max_ns: int) -> float | None:
+    """The q-quantile of a 2 % bucket histogram (loadgen's), in milliseconds."""
+    total = sum(hist.values())
+    if not total:
+        return None
+    seen = 0
+    for idx in sorted(hist):
+        seen += hist[idx]
+        if seen >= q * total:
+            return HIST_RATIO ** (idx + 0.5) / 1000.0
+    return max_ns / 1e6
 
 
 def python_executable() -> str:

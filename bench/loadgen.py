@@ -6,10 +6,19 @@ exactly one JSON reply line on stdout. Commands:
 
 - `{"cmd": "connect", "count": n, "concurrency": c, "timeout": s}`: open n
   connections, each joining the configured room; replies with how many
-  joined, how many failed and the elapsed time.
+  joined, how many failed and the elapsed time. With `"rooms": [[room, ...], ...]`
+  (one list per connection) each joins its own rooms instead (none: an empty list).
 - `{"cmd": "send", "phase": p, "rate": r, "duration": d, "senders": s}`: the
   first s connections say chat messages at r messages/s in total for d
-  seconds (at most r*d messages); replies when the last one is written.
+  seconds (at most r*d messages); replies when the last one is written. With
+  `"random": true` each message comes from a membership (connection, room) picked
+  at random among every connection's rooms.
+- `{"cmd": "churn", "phase": p, "rate": r, "duration": d, "rooms": n, "says": k}`:
+  join-say-leave cycles started at r per second for d seconds, each on an idle
+  connection (in no room): `roomAdd` of a random room of `r0`..`r<n-1>`, k says
+  there, `roomLeave`; one request at a time per connection. Replies once the
+  cycles in flight are done (bounded) with how many joins and leaves succeeded
+  and the latency histograms of `roomAdd` and `roomLeave` (request to reply).
 - `{"cmd": "stats", "phase": p}`: deliveries received so far (all phases),
   the latency histogram of phase p's sampled deliveries, and this process's
   CPU time.
@@ -30,10 +39,12 @@ timestamp into the latency histogram (keeps the generator cheap per delivery).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import math
 import os
+import random
 import resource
 import sys
 import time
@@ -115,14 +126,26 @@ class Dialect:
     transport = "ws"
     path = "/ws"
 
-    def __init__(self, room: str) -> None:
+    def __init__(self, room: str, rooms: list[str] | None = None) -> None:
         self.room = room
+        #: the rooms this connection joins on open (default: the configured room)
+        self.rooms = [room] if rooms is None else rooms
 
     def open_frames(self) -> list[bytes]:
         """Frames to send as soon as the connection is open."""
-        return [json.dumps({"event": "roomAdd", "room": self.room}).encode()]
+        return [self.join_frame(room) for room in self.rooms]
 
-    def control(self, data: bytes) -> tuple[str, bytes | None]:
+    def join_frame(self, room: str) -> bytes:
+        return b'{"event":"roomAdd","room":"%s"}' % room.encode()
+
+    def leave_frame(self, room: str) -> bytes:
+        return b'{"event":"roomLeave","room":"%s"}' % room.encode()
+
+    def ready(self, data: bytes) -> bool:
+        """Whether this frame tells a connection that joins no room that it is open."""
+        return b'"welcome"' in data
+
+    def control(self, data: bytes) -> tuple[str, bytes | list[bytes] | None]:
         """Classify a non-delivery frame: ("joined"|"failed"|"reply"|"other", frame to send)."""
         if b'"context":"response"' in data or b'"context": "response"' in data:
             try:
@@ -132,9 +155,9 @@ class Dialect:
             return ("joined" if status == "OK" else "failed:" + str(status)), None
         return "other", None
 
-    def say_frame(self, message: str) -> bytes:
+    def say_frame(self, message: str, room: str | None = None) -> bytes:
         return b'{"event":"say","room":"%s","message":"%s"}' % (
-            self.room.encode(),
+            (room or self.room).encode(),
             message.encode(),
         )
 
@@ -159,8 +182,27 @@ class SocketIO(Dialect):
 
     path = "/socket.io/?EIO=4&transport=websocket"
 
+    def __init__(self, room: str, rooms: list[str] | None = None) -> None:
+        super().__init__(room, rooms)
+        self.acks = 0
+        #: say with an ack id (the churn cycle waits for it) or without (the fan-out)
+        self.ack_says = False
+
     def open_frames(self) -> list[bytes]:
         return []  # wait for the Engine.IO open packet
+
+    def _ack(self) -> bytes:
+        self.acks += 1
+        return b"42%d" % self.acks
+
+    def join_frame(self, room: str) -> bytes:
+        return self._ack() + b'["join",%s]' % json.dumps(room).encode()
+
+    def leave_frame(self, room: str) -> bytes:
+        return self._ack() + b'["leave",%s]' % json.dumps(room).encode()
+
+    def ready(self, data: bytes) -> bool:
+        return data.startswith(b"40")
 
     def control(self, data: bytes) -> tuple[str, bytes | None]:
         if data == b"2":
@@ -168,10 +210,10 @@ class SocketIO(Dialect):
         if data.startswith(b"0{"):
             return "other", b"40"
         if data.startswith(b"40"):
-            return "other", b'421["join",%s]' % json.dumps(self.room).encode()
-        if data.startswith(b"431"):
+            return "other", [self.join_frame(room) for room in self.rooms] or None
+        if data.startswith(b"43"):
             try:
-                status = json.loads(data[3:])[0].get("status")
+                status = json.loads(data[data.index(b"[") :])[0].get("status")
             except (ValueError, IndexError, AttributeError):
                 status = None
             return ("joined" if status == "OK" else "failed:" + str(status)), None
@@ -179,18 +221,25 @@ class SocketIO(Dialect):
             return "failed:" + data.decode(errors="replace"), None
         return "other", None
 
-    def say_frame(self, message: str) -> bytes:
-        return b'42["say",{"room":"%s","message":"%s"}]' % (self.room.encode(), message.encode())
+    def say_frame(self, message: str, room: str | None = None) -> bytes:
+        head = self._ack() if self.ack_says else b"42"
+        return head + b'["say",{"room":"%s","message":"%s"}]' % (
+            (room or self.room).encode(),
+            message.encode(),
+        )
 
 
 class RoomcastTCP(Dialect):
     transport = "tcp"
 
-    def open_frames(self) -> list[bytes]:
-        return [b"roomAdd %s\n" % self.room.encode()]
+    def join_frame(self, room: str) -> bytes:
+        return b"roomAdd %s\n" % room.encode()
 
-    def say_frame(self, message: str) -> bytes:
-        return b"say %s %s\n" % (self.room.encode(), message.encode())
+    def leave_frame(self, room: str) -> bytes:
+        return b"roomLeave %s\n" % room.encode()
+
+    def say_frame(self, message: str, room: str | None = None) -> bytes:
+        return b"say %s %s\n" % ((room or self.room).encode(), message.encode())
 
 
 DIALECTS = {
@@ -213,19 +262,35 @@ class Client:
     def init_client(self, dialect: Dialect, sampled: bool) -> None:
         self.dialect = dialect
         self.joined: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.pending_joins = len(dialect.rooms)
         self.closed = False
         self.delivered = 0
         self.sampled = sampled
+        #: set while a churn cycle runs: every reply goes to it (True when its status is OK)
+        self.on_reply = None
 
     def handle(self, data: bytes) -> None:
         kind, out = self.dialect.control(data)
         if out is not None:
-            self.write(out)
-        if kind != "other" and not self.joined.done():
-            if kind == "joined":
-                self.joined.set_result(True)
+            if isinstance(out, list):
+                for frame in out:
+                    self.write(frame)
             else:
+                self.write(out)
+        if kind == "other":
+            if not self.pending_joins and not self.joined.done() and self.dialect.ready(data):
+                self.joined.set_result(True)
+            return
+        if self.on_reply is not None:
+            self.on_reply(kind == "joined")
+            return
+        if not self.joined.done():
+            if kind != "joined":
                 self.joined.set_exception(RuntimeError(kind))
+                return
+            self.pending_joins -= 1
+            if self.pending_joins <= 0:
+                self.joined.set_result(True)
 
     def lost(self) -> None:
         self.closed = True
@@ -379,10 +444,12 @@ class Worker:
         self.sample_every = max(1, int(config.get("sample_every", 1)))
         self.clients: list[Client] = []
         self.stalled: list[Client] = []
+        self.memberships: list[tuple[Client, str]] = []  # for random senders
+        self.rng = random.Random(self.worker_id)
 
-    async def open_one(self, index: int, timeout: float) -> Client:
+    async def open_one(self, index: int, timeout: float, rooms: list[str] | None = None) -> Client:
         host, port = self.hosts[index % len(self.hosts)]
-        dialect = DIALECTS[self.kind](self.room)
+        dialect = DIALECTS[self.kind](self.room, rooms)
         sampled = index % self.sample_every == 0
         loop = asyncio.get_running_loop()
         if dialect.transport == "tcp":
@@ -406,7 +473,12 @@ class Worker:
         return client
 
     async def connect(
-        self, count: int, concurrency: int, timeout: float, deadline_s: float
+        self,
+        count: int,
+        concurrency: int,
+        timeout: float,
+        deadline_s: float,
+        rooms: list[list[str]] | None = None,
     ) -> dict:
         sem = asyncio.Semaphore(concurrency)
         errors: dict[str, int] = {}
@@ -422,7 +494,9 @@ class Worker:
                     errors["deadline"] = errors.get("deadline", 0) + 1
                     return
                 try:
-                    opened[i] = await self.open_one(base + i, timeout)
+                    opened[i] = await self.open_one(
+                        base + i, timeout, rooms[i] if rooms is not None else None
+                    )
                 except BaseException as exc:
                     key = f"{type(exc).__name__}: {exc}"[:120]
                     errors[key] = errors.get(key, 0) + 1
@@ -431,6 +505,7 @@ class Worker:
         elapsed = time.perf_counter() - start
         ok = [c for c in opened if c is not None]
         self.clients.extend(ok)
+        self.memberships.extend((c, room) for c in ok for room in c.dialect.rooms)
         return {
             "joined": len(ok),
             "failed": count - len(ok),
@@ -440,7 +515,11 @@ class Worker:
             "total": len(self.clients),
         }
 
-    async def send(self, phase: int, rate: float, duration: float, senders: int) -> dict:
+    async def send(
+        self, phase: int, rate: float, duration: float, senders: int, random_senders: bool = False
+    ) -> dict:
+        if random_senders:
+            return await self.send_random(phase, rate, duration)
         live = [c for c in self.clients[:senders] if not c.closed]
         if not live or rate <= 0:
             return {"sent": 0, "late_max_ms": 0.0}
@@ -473,6 +552,150 @@ class Worker:
             "sent": sent,
             "elapsed": time.perf_counter() - start,
             "late_max_ms": late_max * 1000,
+        }
+
+    async def paced(self, rate: float, duration: float, step) -> dict:
+        """Call ``step(i)`` for i = 0, 1, ... at ``rate`` per second for ``duration`` s."""
+        total = max(1, int(rate * duration))
+        interval = 1.0 / rate
+        start = time.perf_counter()
+        done = 0
+        late_max = 0.0
+        while done < total:
+            now = time.perf_counter()
+            due = min(total, int((now - start) / interval) + 1)
+            if due > done:
+                late_max = max(late_max, now - (start + done * interval))
+            while done < due:
+                step(done)
+                done += 1
+            if done >= total:
+                break
+            delay = start + done * interval - time.perf_counter()
+            await asyncio.sleep(delay if delay > 0 else 0)
+            if time.perf_counter() - start > duration * 3 + 5:
+                break  # hard bound: never run far past the planned duration
+        elapsed = time.perf_counter() - start
+        return {"sent": done, "elapsed": elapsed, "late_max_ms": late_max * 1000}
+
+    async def send_random(self, phase: int, rate: float, duration: float) -> dict:
+        live = [m for m in self.memberships if not m[0].closed]
+        if not live or rate <= 0:
+            return {"sent": 0, "late_max_ms": 0.0}
+        pick = self.rng.choice
+        size = self.size
+        sender_base = self.worker_id * 1_000_000
+
+        def step(seq: int) -> None:
+            client, room = pick(live)
+            message = chat_message(phase, sender_base + seq % 1000, seq, size)
+            client.write(client.dialect.say_frame(message, room))
+
+        return await self.paced(rate, duration, step)
+
+    async def churn(self, phase: int, rate: float, duration: float, rooms: int, says: int) -> dict:
+        """Join-say-leave cycles on idle connections; see the module docstring."""
+        idle = collections.deque(c for c in self.clients if not c.closed and not c.dialect.rooms)
+        join_stats, leave_stats = PhaseStats(), PhaseStats()
+        counts = {"started": 0, "joins": 0, "leaves": 0, "says": 0, "failed": 0, "starved": 0}
+        failures: dict[str, int] = {}
+        in_flight = [0]
+        size = self.size
+        rng = self.rng
+        for client in idle:
+            if isinstance(client.dialect, SocketIO):
+                client.dialect.ack_says = True
+
+        def record(stats: PhaseStats, started: int) -> None:
+            lat = MONO() - started
+            stats.count += 1
+            stats.sum_ns += lat
+            if lat > stats.max_ns:
+                stats.max_ns = lat
+            idx = int(LOG(lat * 0.001) * INV_HIST_LOG) if lat > 1000 else 0
+            stats.hist[idx if idx < HIST_SIZE else HIST_SIZE - 1] += 1
+
+        def cycle(client: Client, room: str) -> None:
+            state = {"step": "join", "says": 0, "t": MONO()}
+
+            def finish(ok: bool, what: str) -> None:
+                client.on_reply = None
+                in_flight[0] -= 1
+                if not ok:
+                    counts["failed"] += 1
+                    failures[what] = failures.get(what, 0) + 1
+                if not client.closed:
+                    idle.append(client)
+
+            def on_reply(ok: bool) -> None:
+                step = state["step"]
+                if step == "join":
+                    if not ok:
+                        finish(False, "roomAdd refused")
+                        return
+                    record(join_stats, state["t"])
+                    counts["joins"] += 1
+                    state["step"] = "say" if says else "leave"
+                elif step == "say":
+                    if ok:
+                        counts["says"] += 1
+                    state["says"] += 1
+                    if state["says"] < says:
+                        client.write(client.dialect.say_frame(message(), room))
+                        return
+                    state["step"] = "leave"
+                else:
+                    if ok:
+                        record(leave_stats, state["t"])
+                        counts["leaves"] += 1
+                    finish(ok, "roomLeave refused")
+                    return
+                if state["step"] == "say":
+                    client.write(client.dialect.say_frame(message(), room))
+                else:
+                    state["t"] = MONO()
+                    client.write(client.dialect.leave_frame(room))
+
+            def message() -> str:
+                return chat_message(phase, self.worker_id * 1_000_000, counts["says"], size)
+
+            client.on_reply = on_reply
+            in_flight[0] += 1
+            counts["started"] += 1
+            client.write(client.dialect.join_frame(room))
+
+        def step(_: int) -> None:
+            while idle and idle[0].closed:
+                idle.popleft()
+            if not idle:
+                counts["starved"] += 1
+                return
+            client = idle.popleft()
+            cycle(client, f"r{rng.randrange(rooms)}")
+
+        cpu0 = time.process_time()
+        paced = await self.paced(rate, duration, step)
+        paced_s = paced.get("elapsed", duration)
+        # let the cycles in flight finish (bounded): a cycle left hanging is a failure
+        deadline = time.perf_counter() + 5.0
+        while in_flight[0] > 0 and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+        hanging = in_flight[0]
+        for client in self.clients:
+            if client.on_reply is not None:
+                client.on_reply = None
+                in_flight[0] -= 1
+                if not client.closed:
+                    idle.append(client)
+        return {
+            **counts,
+            "hanging": hanging,
+            "failures": failures,
+            "join": join_stats.as_dict(),
+            "leave": leave_stats.as_dict(),
+            "seconds": paced_s,
+            "late_max_ms": paced.get("late_max_ms", 0.0),
+            "cpu_s": time.process_time() - cpu0,
         }
 
     def dialect_say(self, client: Client, phase: int, seq: int) -> bytes:
@@ -512,7 +735,7 @@ class Worker:
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
+        reader = asyncio.StreamReader(limit=1 << 24)  # a connect command lists rooms
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         out = sys.stdout
         while True:
@@ -529,6 +752,7 @@ class Worker:
                         int(cmd.get("concurrency", 100)),
                         float(cmd.get("timeout", 10)),
                         float(cmd.get("deadline", 120)),
+                        cmd.get("rooms"),
                     )
                 elif name == "send":
                     reply = await self.send(
@@ -536,6 +760,15 @@ class Worker:
                         float(cmd["rate"]),
                         float(cmd["duration"]),
                         int(cmd.get("senders", 1)),
+                        bool(cmd.get("random", False)),
+                    )
+                elif name == "churn":
+                    reply = await self.churn(
+                        int(cmd["phase"]),
+                        float(cmd["rate"]),
+                        float(cmd["duration"]),
+                        int(cmd["rooms"]),
+                        int(cmd.get("says", 1)),
                     )
                 elif name == "stats":
                     reply = self.stats(int(cmd["phase"]))

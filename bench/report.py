@@ -340,6 +340,8 @@ def markdown(result: dict) -> str:
             "",
         ]
     parts += scaling_markdown(result)
+    parts += rooms_markdown(result)
+    parts += churn_markdown(result)
     lines = ratios(result)
     if lines:
         parts += ["**ratios**", ""] + [f"- {line}" for line in lines] + [""]
@@ -531,3 +533,157 @@ def scaling_median_markdown(results: list[dict]) -> str:
 def print_summary(result: dict, log) -> None:
     log("")
     log(markdown(result))
+
+
+def rooms_markdown(result: dict) -> list[str]:
+    """The rooms scenario: one row per server, node count and shape."""
+    rows = []
+    for server, scen in result["results"].items():
+        for r in scen.get("rooms", {}).get("runs", []):
+            if "skipped" in r:
+                continue
+            lat = r["latency_ms"]
+            rows.append(
+                [
+                    server,
+                    r["nodes"],
+                    f"{r['rooms']:,} x {r['members_per_room']}",
+                    f"{r['connections']:,}",
+                    _fmt(r["offered_msgs_per_s"], 0),
+                    f"{100 * r['loss']:.2f} %",
+                    _fmt(lat["p50"], 2),
+                    _fmt(lat["p99"], 2),
+                    _fmt(r["server_cpu_us_per_message"], 1),
+                    _fmt(r["server_cpu_us_per_message_above_idle"], 1),
+                    _fmt(r["server_cpu_us_per_delivery"], 1),
+                    _fmt(r["server_idle_cpu_pct"], 1),
+                    _fmt(r.get("redis_cpu_us_per_message"), 1),
+                    _fmt(r["server_rss_mb"], 1),
+                    _fmt(r.get("other_cpu_pct"), 0),
+                ]
+            )
+    if not rows:
+        return []
+    return [
+        "**rooms** (R rooms x M members, random senders, fixed total message rate)",
+        "",
+        _table(
+            [
+                "server",
+                "nodes",
+                "rooms x members",
+                "connections",
+                "msgs/s",
+                "loss",
+                "p50 ms",
+                "p99 ms",
+                "server µs/msg",
+                "µs/msg above idle",
+                "server µs/deliv",
+                "idle CPU %",
+                "redis µs/msg",
+                "RSS MB",
+                "other CPU %",
+            ],
+            rows,
+        ),
+        "",
+    ]
+
+
+def churn_markdown(result: dict) -> list[str]:
+    """The churn scenario: every step of every server and node count."""
+    rows = []
+    summary = []
+    for server, scen in result["results"].items():
+        for run in scen.get("churn", {}).get("runs", []):
+            if "skipped" in run:
+                continue
+            hset = run.get("hset", {})
+            summary.append(
+                [
+                    server,
+                    run["nodes"],
+                    _fmt(run.get("sustained_ops_per_s_per_node"), 0),
+                    _fmt(hset.get("redis_us_per_hset_pipeline_1"), 2),
+                    _fmt(hset.get("redis_us_per_hset_pipeline_16"), 2),
+                    _fmt(
+                        max(
+                            (s.get("subscribed", 0) for s in run.get("subscriptions", [])),
+                            default=None,
+                        ),
+                        0,
+                    ),
+                    _fmt(_last_count(run.get("subscriptions", [])), 0),
+                ]
+            )
+            for step in run["steps"]:
+                top = ", ".join(
+                    f"{k} {v:.2f}" for k, v in list(step["redis_calls_per_join"].items())[:6]
+                )
+                rows.append(
+                    [
+                        server,
+                        run["nodes"],
+                        _fmt(step["offered_ops_per_s_per_node"], 0),
+                        _fmt(step["ops_per_s_per_node"], 0),
+                        _fmt(step["join_ms"]["p50"], 2),
+                        _fmt(step["join_ms"]["p99"], 2),
+                        _fmt(step["server_cpu_us_per_join"], 0),
+                        _fmt(2e6 / step["server_cpu_us_per_join"], 0)
+                        if step["server_cpu_us_per_join"]
+                        else "-",
+                        _fmt(step["server_cpu_pct"], 0),
+                        _fmt(step["redis_cpu_us_per_join"], 1),
+                        _fmt(step["redis_commands_per_join"], 2),
+                        top,
+                        _fmt(step["generator_cpu_pct"], 0),
+                        _fmt(step["other_cpu_pct"], 0),
+                        "yes" if step["ok"] else "no",
+                    ]
+                )
+    if not rows:
+        return []
+    return [
+        "**churn** (join a random room, say once, leave; a join is one such cycle)",
+        "",
+        _table(
+            [
+                "server",
+                "nodes",
+                "offered ops/s/node",
+                "done ops/s/node",
+                "roomAdd p50 ms",
+                "roomAdd p99 ms",
+                "server µs/join",
+                "ops/s/node on one core",
+                "server CPU %",
+                "redis µs/join",
+                "redis cmds/join",
+                "redis calls per join",
+                "gen CPU %",
+                "other CPU %",
+                "ok",
+            ],
+            rows,
+        ),
+        "",
+        _table(
+            [
+                "server",
+                "nodes",
+                "sustained ops/s/node",
+                "redis µs/HSET (-P 1)",
+                "redis µs/HSET (-P 16)",
+                "most channels subscribed",
+                "channels subscribed at the end",
+            ],
+            summary,
+        ),
+        "",
+    ]
+
+
+def _last_count(samples: list[dict]) -> int | None:
+    counted = [s["subscribed"] for s in samples if "subscribed" in s]
+    return counted[-1] if counted else None

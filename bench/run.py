@@ -4,8 +4,10 @@
 
 Servers: roomcast-ws, roomcast-tcp, roomcast-asgi, socketio, actionhero, websockets,
 floor-tcp.
-Scenarios: fanout, ramp, connections, stall, cluster, cluster-scaling; fanout-history
-(roomcast only: fanout in a room with [chat] history_size = 100).
+Scenarios: fanout, ramp, connections, stall, cluster, cluster-scaling, rooms (R rooms x
+M members, random senders, one node and two), churn (join a random room, say, leave, at a
+rising rate; one node and two on Redis); fanout-history (roomcast only: fanout in a room
+with [chat] history_size = 100).
 Each target runs as its own subprocess; results go to bench/results/<timestamp>.json.
 The exit status is non-zero only when the harness breaks (or, with --quick, when
 a target cannot be measured at all); numbers never fail a run.
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from generator import HarnessError, scratch_dir
 from report import print_summary
+from room_scenarios import churn, rooms
 from scenarios import SCENARIOS, Settings
 from servers import BENCH_DIR, TARGETS, TargetFailed, TargetUnavailable
 
@@ -41,11 +44,23 @@ ALL_SERVERS = [
     "websockets",
     "floor-tcp",
 ]
-ALL_SCENARIOS = ["fanout", "ramp", "connections", "stall", "cluster", "cluster-scaling"]
+SCENARIOS.update(rooms=rooms, churn=churn)
+ALL_SCENARIOS = [
+    "fanout",
+    "ramp",
+    "connections",
+    "stall",
+    "cluster",
+    "cluster-scaling",
+    "rooms",
+    "churn",
+]
 #: Not part of a default run; ask for it with --scenarios.
 EXTRA_SCENARIOS = ["fanout-history"]
 CLUSTER_SERVERS = {"roomcast-ws", "roomcast-tcp", "roomcast-asgi", "socketio", "actionhero"}
 SCALING_SERVERS = {"roomcast-ws", "roomcast-tcp", "socketio"}
+ROOMS_SERVERS = {"roomcast-ws", "roomcast-tcp", "socketio", "actionhero", "websockets"}
+CHURN_SERVERS = {"roomcast-ws", "roomcast-tcp", "socketio", "actionhero"}
 
 
 def machine() -> dict:
@@ -139,6 +154,20 @@ def settings_for(args: argparse.Namespace, python: str, log_dir: Path) -> Settin
         s.message_size = args.message_size
     if args.profile:
         s.profile_dir = BENCH_DIR / "results" / "profiles"
+    if args.rooms_shapes:
+        s.rooms_shapes = [
+            (int(r), int(m)) for r, m in (x.split("x") for x in args.rooms_shapes.split(","))
+        ]
+    if args.rooms_connections:
+        s.rooms_connections = args.rooms_connections
+    if args.rooms_rate:
+        s.rooms_messages_per_s = args.rooms_rate
+    if args.nodes:
+        s.rooms_nodes = s.churn_nodes = [int(x) for x in args.nodes.split(",")]
+    if args.churn_connections:
+        s.churn_connections = args.churn_connections
+    if args.churn_rates:
+        s.churn_rates = [float(x) for x in args.churn_rates.split(",")]
     return s
 
 
@@ -165,6 +194,18 @@ def main(argv: list[str] | None = None) -> int:
         "--message-size", type=int, help="chat message length in bytes (default 64)"
     )
     parser.add_argument("--workers", type=int, default=1, help="load-generator processes")
+    parser.add_argument(
+        "--rooms-shapes", help="rooms scenario: ROOMSxMEMBERS list, e.g. 100x5,2000x5,10000x2"
+    )
+    parser.add_argument(
+        "--rooms-connections", type=int, help="rooms scenario: connections budget (10000)"
+    )
+    parser.add_argument("--rooms-rate", type=float, help="rooms scenario: messages/s (500)")
+    parser.add_argument("--nodes", help="rooms and churn: node counts, e.g. 1,2 (default)")
+    parser.add_argument("--churn-connections", type=int, help="churn: connections (5000)")
+    parser.add_argument(
+        "--churn-rates", help="churn: offered joins+leaves/s per node, one step each"
+    )
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin server and generator to separate cores"
     )
@@ -268,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
             if scenario == "cluster" and name not in CLUSTER_SERVERS:
                 continue
             if scenario == "cluster-scaling" and name not in SCALING_SERVERS:
+                continue
+            if scenario == "rooms" and name not in ROOMS_SERVERS:
+                continue
+            if scenario == "churn" and name not in CHURN_SERVERS:
                 continue
             log(f"{name} / {scenario}")
             if args.wait_quiet:

@@ -67,6 +67,25 @@ class Settings:
     # fanout-history: roomcast with [chat] history_size = this (every message kept in a
     # capped list by one Lua script that also publishes it)
     fanout_history_size: int = 100
+    # rooms: (rooms, members per room) shapes over at most rooms_connections connections
+    rooms_shapes: list[tuple[int, int]] = field(
+        default_factory=lambda: [(100, 2), (100, 5), (2000, 5), (10000, 2)]
+    )
+    rooms_connections: int = 10000
+    rooms_messages_per_s: float = 500.0
+    rooms_nodes: list[int] = field(default_factory=lambda: [1, 2])
+    rooms_idle_s: float = 2.0  # the nodes' CPU with everyone connected and nobody talking
+    # churn: connections joining a random room of churn_rooms, saying, leaving
+    churn_rooms: int = 2000
+    churn_connections: int = 5000
+    churn_nodes: list[int] = field(default_factory=lambda: [1, 2])
+    # offered joins+leaves per second per node, one step each until one fails
+    churn_rates: list[float] = field(
+        default_factory=lambda: [500.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 6500.0]
+    )
+    churn_step_s: float = 4.0
+    churn_says: int = 1
+    churn_after_s: float = 3.0  # channel counts sampled this long after the last step
     profile_dir: Path | None = None  # py-spy the server during fanout's largest room
     quiet_wait_s: float = 30.0  # ramp: how long a disturbed step waits for a quiet machine
 
@@ -120,6 +139,8 @@ class Deployment:
         send_limit: int | None = None,
         history_size: int = 0,
         shared: SharedRedis | None = None,
+        rooms: int = 0,
+        redis: bool = False,
     ) -> None:
         self.target, self.settings = target, settings
         self.redis: ServerProc | SharedRedis | None = shared
@@ -128,7 +149,7 @@ class Deployment:
         self.ports: list[int] = []
         try:
             redis_url = shared.url if shared else None
-            if shared is None and (target.needs_redis or nodes > 1):
+            if shared is None and (target.needs_redis or nodes > 1 or redis):
                 self.redis = start_redis(settings.log_dir, settings.aux_cpus if pin else None)
                 redis_url = f"redis://127.0.0.1:{self.redis.ports['redis']}/0"
             extra: dict[str, object] = {}
@@ -136,6 +157,8 @@ class Deployment:
                 extra["history_size"] = history_size
             if shared and shared.cluster:
                 extra["redis_cluster"] = True
+            if rooms:
+                extra["rooms"] = rooms
             for i in range(nodes):
                 node, port = target.start(
                     settings.log_dir,

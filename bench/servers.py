@@ -334,11 +334,14 @@ class Target:
         redis_url: str | None = None,
         send_limit: int | None = None,
         redis_cluster: bool = False,
+        rooms: int = 0,
     ) -> tuple[ServerProc, int]:
         """Start one node; returns it and the port clients connect to.
 
         `send_limit` (bytes a client may leave unread) is honoured by targets that have one;
-        `redis_cluster` (the URL is a Redis Cluster seed) only by roomcast.
+        `redis_cluster` (the URL is a Redis Cluster seed) only by roomcast. `rooms` > 0
+        creates rooms `r0`..`r<rooms-1>` besides `defaultRoom` (python-socketio's rooms
+        need no creating).
         """
         raise NotImplementedError
 
@@ -376,6 +379,7 @@ class Roomcast(Target):
         send_limit=None,
         history_size=0,
         redis_cluster=False,
+        rooms=0,
     ):
         web, sock = free_port(), free_port()
         cmd = [
@@ -404,17 +408,24 @@ class Roomcast(Target):
                 f"[web]\nsend_buffer_limit = {send_limit}\n"
                 f"[socket]\nsend_buffer_limit = {send_limit}\n"
             )
+        if history_size or rooms:
+            tables += "[chat]\n"
         if history_size:
-            tables += f"[chat]\nhistory_size = {history_size}\n"
+            tables += f"history_size = {history_size}\n"
+        if rooms:
+            names = ", ".join(f'"r{i}"' for i in range(rooms))
+            tables += f'starting_chat_rooms = ["defaultRoom", {names}]\n'
         if tables:
             log_dir.mkdir(parents=True, exist_ok=True)
-            config = log_dir / f"roomcast-{node_id}-{send_limit}-{history_size}.toml"
+            config = log_dir / f"roomcast-{node_id}-{send_limit}-{history_size}-{rooms}.toml"
             config.write_text(tables)
             cmd += ["--config", str(config)]
         server = spawn(
             f"{self.name}-{node_id}", pinned(cmd, cpus), log_dir, {"web": web, "socket": sock}
         )
-        server.wait_ready(30)  # "roomcast ready" is an info line; we log at warning
+        # "roomcast ready" is an info line; we log at warning. Starting rooms are made one
+        # by one before the ports open.
+        server.wait_ready(30 + rooms / 50)
         return server, (sock if self.dialect == "roomcast-tcp" else web)
 
     def version(self, python):
@@ -425,11 +436,15 @@ class NaiveWebsockets(Target):
     def available(self, python):
         return None if _python_has(python, "websockets") else "websockets not installed"
 
-    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None):
+    def start(
+        self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None, rooms=0
+    ):
         if redis_url:
             raise TargetUnavailable("the naive websockets loop is single-process only")
         port = free_port()
         cmd = [python, str(PEERS_DIR / "websockets_server.py"), "--port", str(port)]
+        if rooms:
+            cmd += ["--rooms", str(rooms)]
         server = spawn(f"{self.name}-{node_id}", pinned(cmd, cpus), log_dir, {"web": port})
         server.wait_ready(20)
         return server, port
@@ -444,7 +459,11 @@ class FloorTCP(Target):
     def available(self, python):
         return None
 
-    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None):
+    def start(
+        self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None, rooms=0
+    ):
+        if rooms:
+            raise TargetUnavailable("the floor server has one room")
         if redis_url:
             raise TargetUnavailable("the floor server is single-process only")
         port = free_port()
@@ -467,8 +486,10 @@ class SocketIOPeer(Target):
                 )
         return None
 
-    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None):
-        port = free_port()
+    def start(
+        self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None, rooms=0
+    ):
+        port = free_port()  # its rooms exist once someone enters them
         cmd = [python, str(PEERS_DIR / "socketio_server.py"), "--port", str(port)]
         if redis_url:
             cmd += ["--redis-url", redis_url]
@@ -494,7 +515,11 @@ class RoomcastAsgi(Target):
                 return f"{mod} not importable (run bench/setup.sh and use bench/.env/bin/python)"
         return None
 
-    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None):
+    def start(
+        self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None, rooms=0
+    ):
+        if rooms:
+            raise TargetUnavailable("the roomcast-asgi peer has no rooms option")
         port = free_port()
         cmd = [
             python,
@@ -531,11 +556,14 @@ class ActionheroPeer(Target):
             return "redis-server not installed"
         return None
 
-    def start(self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None):
+    def start(
+        self, log_dir, cpus, python, *, node_id="a", redis_url=None, send_limit=None, rooms=0
+    ):
         if redis_url is None:
             raise TargetFailed("ActionHero needs a Redis URL")
         port = free_port()
         env = {
+            "AH_BENCH_ROOMS": str(rooms),  # its startingChatRooms (setup.sh's zz_bench.ts)
             "PORT": str(port),
             "REDIS_URL": redis_url,
             "LOG_LEVEL": "warning",

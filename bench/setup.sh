@@ -74,13 +74,18 @@ if [[ ! -d "$AH_DIR/node_modules/@types/formidable" || ! -d "$AH_DIR/node_module
     say "npm install (plus the @types/formidable dev dependency)"
     (cd "$AH_DIR" && npm install --no-audit --no-fund --loglevel=error --save-dev @types/formidable >/dev/null)
 fi
-# Bench configuration: a starting chat room, the websocket server, bound to loopback on $PORT.
+# Bench configuration: a starting chat room (plus rooms r0..r<N-1> when $AH_BENCH_ROOMS=N, for
+# the rooms and churn scenarios), the websocket server, bound to loopback on $PORT.
 # The file name sorts after the generated config files, so it is merged last.
 cat > "$AH_DIR/src/config/zz_bench.ts.new" <<'EOF'
 // roomcast bench overrides: loaded last (the file name sorts after the generated configs).
+const benchRooms: Record<string, Record<string, never>> = { defaultRoom: {} };
+for (let i = 0; i < parseInt(process.env.AH_BENCH_ROOMS || "0", 10); i++) {
+  benchRooms[`r${i}`] = {};
+}
 export const DEFAULT = {
   general: () => ({
-    startingChatRooms: { defaultRoom: {} },
+    startingChatRooms: benchRooms,
     serverToken: process.env.AH_SERVER_TOKEN || "roomcast-bench",
   }),
   web: () => ({

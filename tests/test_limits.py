@@ -391,7 +391,7 @@ def test_invalid_room_names_cost_no_redis_command(
         create = json.dumps({"action": "createChatRoom", "params": {"name": "x" * 300}})
         assert client.request(create)["error"] == "invalid room name"
         calls = _command_calls(store)
-        for command in ("sismember", "scard", "hset", "publish", "smembers"):
+        for command in ("sismember", "smismember", "scard", "hset", "publish", "smembers"):
             assert calls.get(command, 0) == 0, calls
     finally:
         store.close()
@@ -418,12 +418,20 @@ def test_a_client_leaving_a_thousand_rooms_costs_one_batched_write(
         client.send_line("quit")
         wait_until(lambda: store.scard(owned) == 0, 10, 0.01, "memberships removed")
         elapsed = time.monotonic() - start
+        # The channels are unsubscribed a moment after their rooms emptied, all at once.
+        wait_until(
+            lambda: not store.pubsub_numsub("roomcast:chat:many-500")[0][1],
+            10,
+            0.05,
+            "channels unsubscribed",
+        )
         calls = _command_calls(store)
         # One SREM of 1000 entries and one HDEL per room hash, all in one pipelined write,
         # with no existence check per room and one UNSUBSCRIBE for every channel.
         assert calls.get("srem") == 1, calls
         assert calls.get("hdel") == 1000, calls
         assert calls.get("sismember", 0) == 0, calls
+        assert calls.get("smismember", 0) == 0, calls
         assert calls.get("unsubscribe") == 1, calls
         assert store.hlen("roomcast:members:many-500") == 0
         assert elapsed < 1.0, elapsed

@@ -1,9 +1,10 @@
 """python-socketio 5 chat server under uvicorn: a peer for the benchmark.
 
-Events: `join` (room name) → ack `{"status": "OK"}`; `say` (`{"room",
-"message"}`) → emits `say` with roomcast's chat payload shape to every member
-of the room, the sender included. With `--redis-url`, rooms span processes
-through `AsyncRedisManager` (the two-node cluster case).
+Events: `join` (room name) → ack `{"status": "OK"}`; `leave` (room name) → ack
+`{"status": "OK"}`; `say` (`{"room", "message"}`) → emits `say` with roomcast's
+chat payload shape to every member of the room, the sender included. With
+`--redis-url`, rooms span processes through `AsyncRedisManager` (the two-node cluster
+case).
 
 Usage: python peers/socketio_server.py --port 8080 [--redis-url redis://...]
 """
@@ -32,6 +33,11 @@ def build_app(redis_url: str | None) -> object:
         if room not in ("defaultRoom",) and not room:
             return {"status": "a room is required"}
         await sio.enter_room(sid, room)
+        return {"status": "OK", "data": True}
+
+    @sio.event
+    async def leave(sid, room):
+        await sio.leave_room(sid, room)
         return {"status": "OK", "data": True}
 
     @sio.event

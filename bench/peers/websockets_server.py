@@ -5,8 +5,10 @@ benchmark uses: a welcome on connect, `roomAdd` / `roomLeave` replies and
 `say`, which fans the chat payload out to every member of the room. The
 payload is encoded once per message and handed to `websockets.broadcast`,
 the library's own fan-out helper (it frames the text once per connection).
+Rooms are a dict of room name -> member set: `defaultRoom`, plus `r0`..`r<N-1>`
+with `--rooms N` (the rooms and churn scenarios).
 
-Usage: python peers/websockets_server.py --port 8080 [--bind 127.0.0.1]
+Usage: python peers/websockets_server.py --port 8080 [--bind 127.0.0.1] [--rooms N]
 """
 
 from __future__ import annotations
@@ -123,7 +125,9 @@ if __name__ == "__main__":
     parser.add_argument("--bind", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument("--rooms", type=int, default=0, help="also create rooms r0..r<N-1>")
     ns = parser.parse_args()
+    rooms.update((f"r{i}", set()) for i in range(ns.rooms))
     try:
         import uvloop
     except ImportError:

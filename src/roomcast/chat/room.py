@@ -102,7 +102,6 @@ class ChatRoom:
         self._details: dict[tuple[str, str], dict[str, Any]] = {}
         self._member_writes = _WriteGate()
         self._rooms_seen: dict[str, float] = {}  # room -> until when it is known to exist
-        self._room_checks: dict[str, asyncio.Future[bool]] = {}
         self._bus_key = derive_key(server_token)
         self._drops = DropLog(log, "chat message")
         #: Refuses a join by raising, before join middleware runs (the node's [auth]).
@@ -250,22 +249,19 @@ class ChatRoom:
                 await self._cluster.history.drop(room)
 
     async def _room_exists(self, room: str, remembered: bool = True) -> bool:
-        """``exists`` for joins and leaves: concurrent checks share one Redis read, and a
-        join may trust a room seen less than ``ROOM_MEMORY`` s ago.
+        """``exists`` for joins and leaves: the checks of one loop tick go to Redis as one
+        command with the membership writes, and a join may trust a room seen less than
+        ``ROOM_MEMORY`` s ago.
 
-        A burst of joins to one room then costs one Redis read, not one each. Destroying a
-        room forgets it on every node (``chat.evict_room`` runs on each), so the memory
-        only matters for a join racing a destroy. Leaves always ask Redis.
+        A burst of joins and leaves, to one room or many, then costs one Redis round trip
+        per batch, not one each. Destroying a room forgets it on every node
+        (``chat.evict_room`` runs on each), so the memory only matters for a join racing a
+        destroy. Leaves always ask Redis.
         """
         now = time.monotonic()
         if remembered and self._rooms_seen.get(room, 0.0) > now:
             return True
-        pending = self._room_checks.get(room)
-        if pending is None:  # one Redis read answers every join that asks meanwhile
-            pending = asyncio.ensure_future(self._store.room_exists(room))
-            self._room_checks[room] = pending
-            pending.add_done_callback(lambda _: self._room_checks.pop(room, None))
-        if not await asyncio.shield(pending):
+        if not await self._store.room_check(room):
             return False
         if len(self._rooms_seen) > 10_000:
             self._rooms_seen = {r: t for r, t in self._rooms_seen.items() if t > now}

@@ -1,7 +1,11 @@
 """The pub/sub bus: one subscriber connection, resubscribed after every Redis outage.
 
 Channels are subscribed on demand (a room's channel only while this node has a member in
-it), so a node never receives chat traffic for rooms it does not serve. A watchdog pings
+it), so a node never receives chat traffic for rooms it does not serve. A channel nobody
+wants any more stays subscribed for ``UNSUBSCRIBE_AFTER`` seconds, and the channels that
+stayed unwanted that long go in one ``UNSUBSCRIBE``: a room that empties and fills again
+(members coming and going) costs no SUBSCRIBE/UNSUBSCRIBE pair each time. What arrives on
+such a channel meanwhile finds no member to deliver to. A watchdog pings
 the node's own channel and rebuilds the subscriber when pings stop coming back, because a
 pub/sub socket can stay open yet deaf.
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import redis.asyncio as aioredis
 
 from roomcast.cluster.errors import REDIS_DOWN
+from roomcast.cluster.store import GroupCommit
 
 log = logging.getLogger("roomcast.bus")
 
@@ -28,6 +34,8 @@ Handler = Callable[[str, bytes], Awaitable[None] | None]
 
 #: Seconds the reader may work through a backlog before it lets the event loop run.
 READ_SLICE = 0.005
+#: Seconds an unwanted channel stays subscribed before it is unsubscribed (0: at once).
+UNSUBSCRIBE_AFTER = 2.0
 
 
 class Bus:
@@ -45,9 +53,17 @@ class Bus:
         watchdog_channel: str,
         watchdog_interval: float = 5.0,
         max_backoff: float = 5.0,
+        unsubscribe_after: float = UNSUBSCRIBE_AFTER,
     ) -> None:
         self.redis = redis
+        # Publishes of one loop tick go out as one pipelined write, in the order said.
+        self._publisher = GroupCommit(redis)
         self._handlers: dict[str, Handler] = {}
+        # Subscribed channels that were unwanted at their last sync: channel -> (the wish to
+        # read again before unsubscribing, since when), oldest first.
+        self._unwanted: dict[str, tuple[Callable[[], bool], float]] = {}
+        self._unsubscribe_after = unsubscribe_after
+        self._unsubscriber: asyncio.Task[None] | None = None
         self._pubsub: aioredis.client.PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -91,7 +107,7 @@ class Bus:
 
     async def stop(self) -> None:
         self._closing = True
-        for task in (self._reader, self._watchdog):
+        for task in (self._reader, self._watchdog, self._unsubscriber):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -99,11 +115,16 @@ class Bus:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             await _close_quietly(pubsub)
+        await self._publisher.close()
 
     async def publish(self, channel: str, data: bytes) -> bool:
-        """Publish ``data``; returns False (and logs) when Redis is unreachable."""
+        """Publish ``data``; returns False (and logs) when Redis is unreachable.
+
+        The publishes of one loop tick (and of the time the previous batch is in flight)
+        share one write over one connection, so they leave in the order they were made.
+        """
         try:
-            await self.redis.publish(channel, data)
+            await self._publisher.submit((("PUBLISH", channel, data),))
             return True
         except REDIS_DOWN as error:
             log.warning("publish to %s failed: %s", channel, error)
@@ -112,6 +133,7 @@ class Bus:
     async def subscribe(self, channel: str, handler: Handler) -> None:
         """Keep ``channel`` subscribed (across reconnects) with ``handler``."""
         async with self._locked():
+            self._unwanted.pop(channel, None)
             new = channel not in self._handlers
             self._handlers[channel] = handler
             if new:
@@ -158,6 +180,10 @@ class Bus:
         """
         return wanted == (channel in self._handlers) and not self._lock.locked()
 
+    def subscribed(self) -> list[str]:
+        """The channels this node is subscribed to (or subscribing), its own included."""
+        return list(self._handlers)
+
     async def sync(self, channel: str, handler: Handler, wanted: Callable[[], bool]) -> None:
         """Subscribe or unsubscribe ``channel`` so it matches ``wanted()`` read under the lock.
 
@@ -179,8 +205,7 @@ class Bus:
                 self._handlers[channel] = handler
                 await self._send("subscribe", channel)
             elif have and not want:
-                del self._handlers[channel]
-                await self._send("unsubscribe", channel)
+                await self._drop([channel], [wanted])
 
     async def release(self, channels: list[str], wanted: Callable[[str], bool]) -> None:
         """Unsubscribe each of ``channels`` that ``wanted(channel)`` no longer wants, all
@@ -189,10 +214,47 @@ class Bus:
             return
         async with self._locked():
             gone = [c for c in channels if c in self._handlers and not wanted(c)]
-            for channel in gone:
-                del self._handlers[channel]
             if gone:
-                await self._send("unsubscribe", *gone)
+                await self._drop(gone, [functools.partial(wanted, c) for c in gone])
+
+    async def _drop(self, channels: list[str], wishes: list[Callable[[], bool]]) -> None:
+        """Unsubscribe ``channels`` (subscribed, unwanted), at once or after a while; under
+        the lock."""
+        if self._unsubscribe_after <= 0 or self._closing:
+            for channel in channels:
+                del self._handlers[channel]
+            await self._send("unsubscribe", *channels)
+            return
+        now = time.monotonic()
+        for channel, wish in zip(channels, wishes, strict=True):
+            self._unwanted.pop(channel, None)  # to the end: the newest
+            self._unwanted[channel] = (wish, now)
+        if self._unsubscriber is None:
+            self._unsubscriber = asyncio.create_task(
+                self._unsubscribe_later(), name="roomcast-bus-unsubscriber"
+            )
+
+    async def _unsubscribe_later(self) -> None:
+        """Unsubscribe, in one command per round, the channels still unwanted
+        ``unsubscribe_after`` seconds after they became so; until none is left."""
+        after = self._unsubscribe_after
+        try:
+            while self._unwanted:
+                _, since = next(iter(self._unwanted.values()))
+                await asyncio.sleep(max(0.0, since + after - time.monotonic()) + after / 4)
+                async with self._locked():
+                    due = time.monotonic() - after
+                    ripe = [c for c, (_, at) in self._unwanted.items() if at <= due]
+                    gone = []
+                    for channel in ripe:
+                        wish, _ = self._unwanted.pop(channel)
+                        if channel in self._handlers and not wish():
+                            del self._handlers[channel]
+                            gone.append(channel)
+                    if gone:
+                        await self._send("unsubscribe", *gone)
+        finally:
+            self._unsubscriber = None
 
     @contextlib.asynccontextmanager
     async def _locked(self) -> AsyncIterator[None]:

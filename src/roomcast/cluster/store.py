@@ -86,7 +86,7 @@ class Store:
         self.sharded = isinstance(redis, RedisCluster)
         if self.sharded != keys.cluster:
             raise ValueError("a Redis Cluster client needs Keys(cluster=True), and only it")
-        self._member_writes = _GroupCommit(redis)
+        self._member_writes = GroupCommit(redis)
 
     async def close(self) -> None:
         await self._member_writes.close()
@@ -128,6 +128,15 @@ class Store:
 
     async def room_exists(self, room: str) -> bool:
         return bool(await self.redis.sismember(self.keys.rooms, room))
+
+    def room_check(self, room: str) -> asyncio.Future[bool]:
+        """Whether ``room`` exists, asked with the membership writes: every check of one
+        loop tick (and of the time the previous batch is in flight) goes out as one
+        ``SMISMEMBER`` in the next batch, over the connection the writes use.
+
+        The future is the caller's own: cancelling it cancels no one else's check.
+        """
+        return self._member_writes.check(self.keys.rooms, room)
 
     async def list_rooms(self) -> list[str]:
         names = await self.redis.smembers(self.keys.rooms)
@@ -328,8 +337,9 @@ def _text(value: bytes | str) -> str:
 Command = tuple[Any, ...]
 
 
-class _GroupCommit:
-    """Collects membership writes and sends them in batches, one pipelined write each.
+class GroupCommit:
+    """Collects writes (membership writes, or the bus's publishes) and sends them in
+    batches, one pipelined write each.
 
     Writes submitted in one event-loop tick, or while the previous batch is being written,
     form the next batch. Every caller still awaits its own write (and gets its error);
@@ -351,6 +361,8 @@ class _GroupCommit:
         # One future per caller of the batch being collected: a cancelled caller cancels
         # its own, never the batch (cheaper than shielding one shared future per caller).
         self._waiters: list[asyncio.Future[None]] = []
+        # Membership checks of the batch being collected: (set key, member, caller's future).
+        self._checks: list[tuple[str, str, asyncio.Future[bool]]] = []
         self._writer: asyncio.Task[None] | None = None  # writing batches until none is left
 
     async def submit(self, commands: tuple[Command, ...]) -> None:
@@ -362,13 +374,23 @@ class _GroupCommit:
         self._commands.extend(commands)
         await waiter
 
+    def check(self, key: str, member: str) -> asyncio.Future[bool]:
+        """Whether ``member`` is in the set ``key``, read in the next batch (before its
+        writes; a batch's writes never touch a set that is checked)."""
+        loop = asyncio.get_running_loop()
+        if self._writer is None:
+            self._writer = loop.create_task(self._write_batches())
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._checks.append((key, member, waiter))
+        return waiter
+
     async def close(self) -> None:
         """Hand the batch connection back to the pool (which the client then closes)."""
         connection, self._connection = self._connection, None
         if connection is not None and self._pool is not None:
             await self._pool.release(connection)
 
-    async def _send(self, batch: list[list[Any]]) -> None:
+    async def _send(self, batch: list[list[Any]]) -> list[Any]:
         connection = self._connection
         if connection is None:  # get_connection is untyped in redis-py
             assert self._pool is not None
@@ -377,66 +399,94 @@ class _GroupCommit:
         # Retried like a pipeline: on a connection error the connection is closed (it
         # reconnects on the next try) and the whole batch sent again; every command in
         # it is idempotent.
-        await connection.retry.call_with_retry(
+        replies: list[Any] = await connection.retry.call_with_retry(
             lambda: _send_batch(connection, batch),
             lambda _: connection.disconnect(),
         )
+        return replies
 
     async def _write_batches(self) -> None:
         try:
-            while self._waiters:
-                commands, waiters = self._commands, self._waiters
-                self._commands, self._waiters = [], []
-                await self._write(commands, waiters)
+            while self._waiters or self._checks:
+                commands, waiters, checks = self._commands, self._waiters, self._checks
+                self._commands, self._waiters, self._checks = [], [], []
+                await self._write(commands, waiters, checks)
         finally:
             self._writer = None
-            if self._waiters:  # cancelled meanwhile: the writes still waiting get a writer
+            if self._waiters or self._checks:  # cancelled meanwhile: those left get a writer
                 self._writer = asyncio.get_running_loop().create_task(self._write_batches())
 
-    async def _write(self, commands: list[Command], waiters: list[asyncio.Future[None]]) -> None:
+    async def _write(
+        self,
+        commands: list[Command],
+        waiters: list[asyncio.Future[None]],
+        checks: list[tuple[str, str, asyncio.Future[bool]]],
+    ) -> None:
+        reads: dict[str, list[str]] = {}  # set key -> distinct members asked, in order
+        for key, member, _ in checks:
+            asked = reads.setdefault(key, [])
+            if member not in asked:
+                asked.append(member)
         try:
-            batch = _merged(commands)
+            batch = [["SMISMEMBER", key, *members] for key, members in reads.items()]
+            batch += _merged(commands)
             if self._cluster is not None:
-                await _send_cluster_batch(self._cluster, batch)
+                replies = await _send_cluster_batch(self._cluster, batch)
             else:
-                await self._send(batch)
+                replies = await self._send(batch)
         except BaseException as error:  # every waiter of the batch gets the error
-            for waiter in waiters:
+            futures: list[asyncio.Future[Any]] = [*waiters, *(check[2] for check in checks)]
+            for waiter in futures:
                 if not waiter.done():
                     waiter.set_exception(error)
                     waiter.add_done_callback(_retrieve)
             if not isinstance(error, Exception):
                 raise
         else:
+            found: dict[tuple[str, str], bool] = {}
+            for (key, members), reply in zip(reads.items(), replies, strict=False):
+                for member, flag in zip(members, reply, strict=True):
+                    found[(key, member)] = bool(flag)
+            for key, member, check in checks:
+                if not check.done():
+                    check.set_result(found[(key, member)])
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
 
 
-async def _send_batch(connection: AbstractConnection, commands: list[list[Any]]) -> None:
-    """Write ``commands`` at once and read every reply; raise the first error reply.
+async def _send_batch(connection: AbstractConnection, commands: list[list[Any]]) -> list[Any]:
+    """Write ``commands`` at once and read every reply; return the replies, or raise the
+    first error reply.
 
     All replies are read before raising, so the connection stays in step for the next
     batch (redis-py closes it itself when a read fails or is cancelled halfway).
     """
     await connection.send_packed_command(connection.pack_commands(commands))
     error: ResponseError | None = None
+    replies: list[Any] = []
     for _ in commands:
         try:
-            await connection.read_response()
+            replies.append(await connection.read_response())
         except ResponseError as reply:
             error = error or reply
     if error is not None:
         raise error
+    return replies
 
 
-async def _send_cluster_batch(cluster: RedisCluster, commands: list[list[Any]]) -> None:
+async def _send_cluster_batch(cluster: RedisCluster, commands: list[list[Any]]) -> list[Any]:
     """Send ``commands`` as one non-transactional cluster pipeline (split by node, sent to
-    each at once); raise the first error reply."""
+    each at once); return the replies, or raise the first error reply."""
     async with cluster.pipeline(transaction=False) as pipe:
         for command in commands:
             pipe.execute_command(*command)
-        await pipe.execute()
+        replies: list[Any] = await pipe.execute()
+    return replies
+
+
+#: Commands whose arguments add up: two on one key are one with both argument lists.
+_FOLDABLE = frozenset({"HSET", "HDEL", "SADD", "SREM"})
 
 
 def _merged(commands: list[Command]) -> list[list[Any]]:
@@ -444,17 +494,17 @@ def _merged(commands: list[Command]) -> list[list[Any]]:
 
     ``HSET k f1 v1`` + ``HSET k f2 v2`` becomes ``HSET k f1 v1 f2 v2`` (likewise SADD,
     SREM, HDEL): Redis (and above all the embedded fakeredis, which parses and runs every
-    command in Python) does far less work for one command with many arguments. Each key
-    keeps the order of its commands (a join then a leave of one member stay two commands
-    in that order); commands on different keys do not interact, so their relative order
-    does not matter.
+    command in Python) does far less work for one command with many arguments. Other
+    commands (``PUBLISH``) are kept one by one. Each key keeps the order of its commands
+    (a join then a leave of one member stay two commands in that order); commands on
+    different keys do not interact, so their relative order does not matter.
     """
     by_key: dict[Any, list[list[Any]]] = {}
     for name, key, *args in commands:
         runs = by_key.get(key)
         if runs is None:
             by_key[key] = [[name, key, *args]]
-        elif runs[-1][0] == name:
+        elif runs[-1][0] == name and name in _FOLDABLE:
             runs[-1].extend(args)
         else:
             runs.append([name, key, *args])
