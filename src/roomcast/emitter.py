@@ -24,7 +24,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis
 import redis.asyncio as aioredis
@@ -35,6 +35,7 @@ from roomcast.cluster.history import (
     APPEND_SCRIPT,
     HistoryPolicy,
     append_arguments,
+    appended,
     epoch_prefix,
     signed_header,
     with_position,
@@ -50,6 +51,22 @@ __all__ = ["Emitter", "SyncEmitter"]
 DEFAULT_HISTORY_SIZE = 0
 DEFAULT_HISTORY_TTL = 300.0
 DEFAULT_HISTORY_ROOMS = ("*",)
+
+
+class _Kept(NamedTuple):
+    """One call of the history script, and what it publishes."""
+
+    keys: list[str]
+    args: list[Any]
+    channel: str
+    header: bytes
+    body: bytes
+
+    def published(self, result: Any) -> bytes:
+        """What the script publishes, from its result: for nodes that listen on another
+        Redis, which the emitter then publishes to itself."""
+        offset, epoch = appended(result)
+        return self.header + with_position(self.body, offset, epoch)
 
 
 class _Messages:
@@ -97,11 +114,12 @@ class _Messages:
         body = self.body(room, message)
         return channel, seal(self._key, self.sender, body, channel=channel.encode())
 
-    def kept(self, room: str, message: Any) -> tuple[list[str], list[Any]]:
-        """The history script's keys and arguments that keep and publish ``message``."""
+    def kept(self, room: str, message: Any) -> _Kept:
+        """The history script's call that keeps ``message`` in ``room`` and publishes it."""
         body = self.body(room, message)
-        header = signed_header(self._key, self.sender, body, channel=self.keys.room_channel(room))
-        return append_arguments(
+        channel = self.keys.room_channel(room)
+        header = signed_header(self._key, self.sender, body, channel=channel)
+        keys, args = append_arguments(
             self.keys,
             room,
             header,
@@ -111,13 +129,7 @@ class _Messages:
             prefix=self._prefix,
             publish_command=self.publish_command,
         )
-
-    @staticmethod
-    def positioned(args: list[Any], result: Any) -> tuple[str, bytes]:
-        """The channel and bytes the history script would have published (for nodes that
-        listen on another Redis): the header, then the body with its position."""
-        header, body, channel = args[0], args[1], args[-1]
-        return channel, header + with_position(body, int(result[0]), _text(result[1]))
+        return _Kept(keys, args, channel, header, body)
 
     @staticmethod
     def status(room: str, raw: dict[Any, Any]) -> dict[str, Any]:
@@ -129,10 +141,6 @@ class _Messages:
             joined = details.get("joinedAt") if isinstance(details, dict) else None
             members[member] = {"joinedAt": joined, "id": member}
         return {"room": room, "membersCount": len(members), "members": members}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _settings(config: Config) -> tuple[str, dict[str, Any]]:
@@ -170,8 +178,12 @@ def _names(raw: Any) -> list[str]:
 class Emitter:
     """Broadcast to rooms and read them, from asyncio code: ``await emitter.broadcast(…)``.
 
-    ``redis_url``, ``server_token`` and ``key_prefix`` must be those of the nodes. Call
-    :meth:`close` (or use ``async with``) when done.
+    Every option is the node setting of the same name and must have the nodes' value:
+    ``redis_url``, ``server_token``, ``key_prefix``, ``redis_cluster``, ``pubsub_url``
+    (when the nodes' pub/sub is another Redis) and the ``[chat]`` settings
+    ``history_size``, ``history_ttl``, ``history_rooms`` (an emitter that does not know a
+    room keeps history sends there what the nodes drop). :meth:`from_config` takes them
+    all from the nodes' settings. Call :meth:`close` (or use ``async with``) when done.
     """
 
     def __init__(
@@ -211,11 +223,11 @@ class Emitter:
         in a room with history it is kept too, with the room's next offset."""
         messages = self._messages
         if self._append is not None and messages.history.keeps(room):
-            keys, args = messages.kept(room, message)
-            result = await self._append(keys=keys, args=args)
+            kept = messages.kept(room, message)
+            result = await self._append(keys=kept.keys, args=kept.args)
             if messages.publish_command:
-                return
-            channel, data = messages.positioned(args, result)
+                return  # the script published it
+            channel, data = kept.channel, kept.published(result)
         else:
             channel, data = messages.envelope(room, message)
         if messages.sharded:  # a room's channel is a shard channel on a cluster
@@ -286,11 +298,11 @@ class SyncEmitter:
         in a room with history it is kept too, with the room's next offset."""
         messages = self._messages
         if self._append is not None and messages.history.keeps(room):
-            keys, args = messages.kept(room, message)
-            result = self._append(keys=keys, args=args)
+            kept = messages.kept(room, message)
+            result = self._append(keys=kept.keys, args=kept.args)
             if messages.publish_command:
-                return
-            channel, data = messages.positioned(args, result)
+                return  # the script published it
+            channel, data = kept.channel, kept.published(result)
         else:
             channel, data = messages.envelope(room, message)
         if messages.sharded:  # a room's channel is a shard channel on a cluster
