@@ -11,10 +11,13 @@ import pytest
 from roomcast import jsonwire
 from roomcast.chat.history import HistoryPolicy, history_policy
 from roomcast.cluster.bus import Bus
+from roomcast.cluster.envelope import derive_key, open_envelope
 from roomcast.cluster.history import (
     HistoryState,
     HistoryStore,
+    append_arguments,
     position_of,
+    signed_header,
     split_position,
     with_position,
 )
@@ -83,6 +86,33 @@ def test_position_of_reads_the_offset() -> None:
 
 def test_position_of_a_presence_event_is_none() -> None:
     assert position_of(b'{"context":"presence","event":"join","id":"x","at":1}') is None
+
+
+def test_a_signed_header_verifies_once_the_position_is_taken_off() -> None:
+    key = derive_key("secret")
+    header = signed_header(key, "emitter:h-1", BODY, channel="t:chat:r")
+    assert header.endswith(b"\n") and header.count(b"\n") == 1
+    published = header + with_position(BODY, 3, "E")
+    head, _, body = published.partition(b"\n")
+    said = split_position(body)
+    assert said is not None and said[1:] == (3, "E")
+    opened = open_envelope(key, head + b"\n" + said[0], channel=b"t:chat:r")
+    assert (opened.sender, opened.body) == ("emitter:h-1", BODY)
+
+
+def test_append_arguments_name_the_rooms_log_and_channel() -> None:
+    keys, args = append_arguments(
+        Keys("t:"), "r", b"H\n", BODY, size=5, ttl=1.5, prefix="p", publish_command="PUBLISH"
+    )
+    assert keys == ["t:history:r"]
+    assert args == [b"H\n", BODY, 5, 1500, "p", "PUBLISH", "t:chat:r"]
+
+
+def test_append_arguments_refuse_a_body_that_is_not_an_object() -> None:
+    with pytest.raises(ValueError, match="JSON object"):
+        append_arguments(
+            Keys("t:"), "r", b"", b'"text"', size=5, ttl=1.0, prefix="p", publish_command=""
+        )
 
 
 # the scripts, run by the embedded store --------------------------------------------------

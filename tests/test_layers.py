@@ -30,3 +30,9 @@ def test_wire_code_and_the_package_import_neither_the_node_nor_its_dependencies(
 def test_the_cluster_layer_does_not_import_the_chat_layer() -> None:
     loaded = _modules_after_import("roomcast.cluster")
     assert not {m for m in loaded if m.startswith(("roomcast.chat", "roomcast.api"))}
+
+
+def test_the_emitter_runs_no_node_code() -> None:
+    loaded = _modules_after_import("roomcast.emitter")
+    node_code = ("roomcast.chat", "roomcast.api", "roomcast.servers", "roomcast.config", "aiohttp")
+    assert not {m for m in loaded if m.startswith(node_code)}

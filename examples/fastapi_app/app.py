@@ -12,8 +12,9 @@
   and on every other node of the cluster, as a chat message from ``0``.
 
 The emitter publishes through Redis, so the node runs on Redis too: settings come from the
-``ROOMCAST_*`` variables (``ROOMCAST_REDIS_URL`` is required), and the emitter takes the
-node's Redis URL, server token and key prefix, so the two cannot disagree.
+``ROOMCAST_*`` variables and ``ROOMCAST_CONFIG`` (``ROOMCAST_REDIS_URL`` is required), and
+the emitter is built from the same settings (:meth:`Emitter.from_config`: Redis URL, server
+token, key prefix, the rooms with history), so the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -45,12 +46,9 @@ if config.redis_url is None:
         "the emitter broadcasts through Redis"
     )
 realtime = roomcast.asgi.app(config)
-emitter = Emitter(
-    config.redis_url,
-    server_token=config.server_token,
-    key_prefix=config.cluster.key_prefix,
-    redis_cluster=config.redis_cluster,
-)
+# The node's own settings: its Redis, token, key prefix and the rooms that keep history (a
+# broadcast to one of those is kept, with its offset, like a member's say).
+emitter = Emitter.from_config(config)
 
 
 @contextlib.asynccontextmanager

@@ -1,7 +1,9 @@
 """Operations commands: look at a running cluster through its Redis.
 
 ``roomcast rooms``, ``roomcast room NAME``, ``roomcast nodes`` read what the nodes store;
-``roomcast say ROOM MESSAGE`` broadcasts through the emitter. They run no node.
+``roomcast say ROOM MESSAGE`` broadcasts through the emitter. They run no node; with
+``--config`` they read the nodes' settings file (Redis, token, key prefix and, for ``say``,
+the rooms with history), which their flags and ``ROOMCAST_*`` variables override.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from roomcast.cluster.connect import connect_cluster
 from roomcast.cluster.errors import REDIS_DOWN
 from roomcast.cluster.keys import Keys
 from roomcast.cluster.store import Store, connect
+from roomcast.config import Config, ConfigError, load_config
 
 Command = Callable[[Store, argparse.Namespace], Coroutine[Any, Any, Any]]
-_TRUE = ("1", "true", "yes", "on")
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -43,9 +45,16 @@ def common_options() -> argparse.ArgumentParser:
     """The options every operations command takes."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
+        "--config",
+        help="the nodes' TOML settings file (also ROOMCAST_CONFIG): Redis, token, key prefix "
+        "and the rooms with history",
+    )
+    common.add_argument(
         "--redis-url", help="the cluster's key-store Redis (env ROOMCAST_REDIS_URL)"
     )
-    common.add_argument("--key-prefix", default="roomcast:", help="key prefix (roomcast:)")
+    common.add_argument(
+        "--key-prefix", help="key prefix (default: [cluster] key_prefix of --config, roomcast:)"
+    )
     common.add_argument("--server-token", help="the cluster's secret (env ROOMCAST_SERVER_TOKEN)")
     common.add_argument(
         "--redis-cluster",
@@ -58,15 +67,19 @@ def common_options() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace, env: dict[str, str], out: TextIO = sys.stdout) -> int:
     """Run the operations command in ``args``; 0, or 1 with the reason on stderr."""
-    url = args.redis_url or env.get("ROOMCAST_REDIS_URL")
+    try:
+        config = settings(args, env)
+    except (ConfigError, OSError, ValueError) as error:
+        print(f"roomcast: {error}", file=sys.stderr)
+        return 2
+    url = config.redis_url
     if not url:
         print("roomcast: --redis-url is required (the cluster's Redis)", file=sys.stderr)
         return 2
-    args.redis_url = url
-    args.server_token = args.server_token or env.get("ROOMCAST_SERVER_TOKEN", "change-me")
-    sharded = args.redis_cluster or env.get("ROOMCAST_REDIS_CLUSTER", "").lower() in _TRUE
+    args.settings = config
+    sharded = config.redis_cluster
     client = connect_cluster(url) if sharded else connect(url)
-    store = Store(client, Keys(args.key_prefix, cluster=sharded))
+    store = Store(client, Keys(config.cluster.key_prefix, cluster=sharded))
     try:
         result = await args.operation(store, args)
     except REDIS_DOWN as error:
@@ -83,6 +96,20 @@ async def run(args: argparse.Namespace, env: dict[str, str], out: TextIO = sys.s
     else:
         out.write(_table(headers, [[row[h] for h in headers] for row in rows]))
     return 0
+
+
+def settings(args: argparse.Namespace, env: dict[str, str]) -> Config:
+    """The nodes' settings as the command sees them: its flags, then ``ROOMCAST_*``, then
+    the ``--config`` file, then the defaults."""
+    flags = {
+        "redis_url": args.redis_url,
+        "server_token": args.server_token,
+        "redis_cluster": True if args.redis_cluster else None,
+    }
+    config = load_config(flags, env, config_file=args.config)
+    if args.key_prefix is not None:
+        config.cluster.key_prefix = args.key_prefix
+    return config
 
 
 async def list_rooms(store: Store, args: argparse.Namespace) -> tuple[list[Any], list[str]]:
@@ -118,12 +145,7 @@ async def list_nodes(store: Store, args: argparse.Namespace) -> tuple[list[Any],
 async def say_in_room(store: Store, args: argparse.Namespace) -> tuple[list[Any], list[str]]:
     from roomcast.emitter import Emitter
 
-    emitter = Emitter(
-        args.redis_url,
-        server_token=args.server_token,
-        key_prefix=args.key_prefix,
-        redis_cluster=args.redis_cluster,
-    )
+    emitter = Emitter.from_config(args.settings)  # a room with history keeps it
     try:
         if not await store.room_exists(args.room):
             raise LookupError(f"room does not exist ({args.room})")

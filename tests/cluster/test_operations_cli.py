@@ -6,15 +6,18 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
-from cluster_support import PREFIX, TOKEN, Cluster
+import pytest
+from cluster_support import CONFIG, PREFIX, TOKEN, Cluster
 
 from support import free_port
 
 
-def roomcast(*args: str) -> subprocess.CompletedProcess[str]:
+def roomcast(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMCAST_")}
+    env.update(variables)
     return subprocess.run(
         [sys.executable, "-m", "roomcast", *args],
         capture_output=True,
@@ -99,6 +102,44 @@ def test_say_reaches_members_on_every_node_as_a_message_from_0(cluster: Cluster)
         said = client.wait_chat(lambda m: m["room"] == "ops-say")
         assert said["message"] == "maintenance at noon" and said["from"] == 0
         assert set(said) == {"message", "room", "from", "context", "sentAt"}
+
+
+@pytest.mark.parametrize("given", ["--config", "ROOMCAST_CONFIG"])
+def test_say_into_a_history_room_reads_the_nodes_config_and_keeps_the_message(
+    cluster: Cluster, given: str
+) -> None:
+    cluster.config_path.write_text(
+        CONFIG + '\n[chat]\nhistory_size = 10\nhistory_rooms = ["kept-*"]\n'
+    )
+    cluster.start("ops-a")
+    cluster.start("ops-b")
+    alice, bob = cluster.client("ops-a"), cluster.client("ops-b")
+    alice.join("kept-ops")
+    bob.join("kept-ops", create=False)
+    alice.say("kept-ops", "before")
+    before = bob.wait_chat(lambda m: m["message"] == "before")
+    # the token, like the history settings, comes from the nodes' file
+    config = str(cluster.config_path)
+    url = ["--redis-url", cluster.redis_server.url]
+    if given == "--config":
+        done = roomcast("say", "kept-ops", "kept notice", *url, "--config", config)
+    else:
+        done = roomcast("say", "kept-ops", "kept notice", *url, ROOMCAST_CONFIG=config)
+    assert done.returncode == 0, done.stderr
+    for client in (alice, bob):
+        said = client.wait_chat(lambda m: m["message"] == "kept notice")
+        assert said["from"] == 0
+        assert (said["offset"], said["epoch"]) == (before["offset"] + 1, before["epoch"])
+    history = alice.request("roomHistory kept-ops")["data"]
+    assert [m["message"] for m in history["messages"]] == ["before", "kept notice"]
+
+
+def test_an_unreadable_config_exits_2_with_the_reason(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[chat]\nhistory_size = -1\n")
+    done = roomcast("say", "x", "hi", "--redis-url", "redis://127.0.0.1:1/0", "--config", str(bad))
+    assert done.returncode == 2
+    assert "history_size" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_every_command_exits_1_with_the_reason_when_redis_is_unreachable() -> None:

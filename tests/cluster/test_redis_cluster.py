@@ -405,3 +405,38 @@ def test_the_emitter_broadcasts_to_members_on_every_shard(
     for (room, _), client in members.items():
         said = client.wait_chat(functools.partial(_says, f"emitted {room}"))
         assert said["from"] == 0
+
+
+def test_the_emitter_keeps_a_broadcast_into_a_history_room_on_every_shard(
+    redis_cluster: RedisClusterProcesses, nodes: Cluster
+) -> None:
+    from roomcast.emitter import Emitter
+
+    nodes.config_path.write_text(
+        CONFIG + '\n[chat]\nhistory_size = 10\nhistory_rooms = ["kept*"]\n'
+    )
+    _start(nodes, "a", "b")
+    rooms = sorted(_rooms_by_master(redis_cluster, "kept").values())
+    members = {(room, n): nodes.client(n) for room in rooms for n in ("a", "b")}
+    for (room, _), client in members.items():
+        client.join(room)
+
+    async def broadcast() -> None:
+        async with Emitter(
+            redis_cluster.seed_url,
+            server_token=TOKEN,
+            key_prefix=PREFIX,
+            redis_cluster=True,
+            history_size=10,
+            history_rooms=["kept*"],
+        ) as emitter:
+            for room in rooms:
+                await emitter.broadcast(room, f"kept {room}")
+
+    asyncio.run(broadcast())
+    for (room, _), client in members.items():
+        said = client.wait_chat(functools.partial(_says, f"kept {room}"))
+        assert said["from"] == 0 and said["offset"] == 1
+        history = client.request(f"roomHistory {room}")["data"]
+        assert [m["message"] for m in history["messages"]] == [f"kept {room}"]
+        assert history["epoch"] == said["epoch"]

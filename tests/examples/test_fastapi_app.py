@@ -31,6 +31,7 @@ from support import (
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fastapi_app"
 TOKEN = "the fastapi example's shared secret"
 ROOM = "announcements"
+KEPT = "kept-news"  # a room with history (the only one)
 
 
 @dataclass
@@ -59,7 +60,15 @@ def redis() -> Iterator[RedisProcess]:
 
 
 @pytest.fixture(scope="module")
-def fastapi_app(redis: RedisProcess) -> Iterator[FastApiApp]:
+def settings_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cluster's TOML file: rooms named ``kept-*`` keep history."""
+    path = tmp_path_factory.mktemp("fastapi") / "roomcast.toml"
+    path.write_text(f'[chat]\nhistory_size = 10\nhistory_rooms = ["{KEPT}"]\n')
+    return path
+
+
+@pytest.fixture(scope="module")
+def fastapi_app(redis: RedisProcess, settings_file: Path) -> Iterator[FastApiApp]:
     socket_port = free_port()
     server = start_uvicorn(
         "app",
@@ -70,6 +79,7 @@ def fastapi_app(redis: RedisProcess) -> Iterator[FastApiApp]:
             "ROOMCAST_SERVER_TOKEN": TOKEN,
             "ROOMCAST_BIND": LOOPBACK,
             "ROOMCAST_SOCKET_PORT": str(socket_port),
+            "ROOMCAST_CONFIG": str(settings_file),
         },
     )
     yield FastApiApp(server, socket_port)
@@ -77,9 +87,13 @@ def fastapi_app(redis: RedisProcess) -> Iterator[FastApiApp]:
 
 
 @pytest.fixture(scope="module")
-def other_node(redis: RedisProcess, fastapi_app: FastApiApp) -> Iterator[NodeProcess]:
+def other_node(
+    redis: RedisProcess, fastapi_app: FastApiApp, settings_file: Path
+) -> Iterator[NodeProcess]:
     """A ``roomcast start`` node of the same cluster, outside the FastAPI process."""
-    node = start_node("--redis-url", redis.url, "--server-token", TOKEN)
+    node = start_node(
+        "--redis-url", redis.url, "--server-token", TOKEN, "--config", str(settings_file)
+    )
     yield node
     node.stop()
 
@@ -123,6 +137,33 @@ async def test_an_announcement_reaches_the_rooms_members_over_the_mounted_ws_and
         finally:
             same_node.close()
             elsewhere.close()
+
+
+def test_an_announcement_to_a_room_with_history_is_kept_with_the_next_offset(
+    fastapi_app: FastApiApp, other_node: NodeProcess
+) -> None:
+    creator = LineClient(other_node.socket_port)
+    try:
+        creator.read()  # the welcome
+        create = json.dumps({"action": "createChatRoom", "params": {"name": KEPT}})
+        assert "error" not in creator.request(create)
+    finally:
+        creator.close()
+    same_node = tcp_member(fastapi_app.socket_port, KEPT)
+    elsewhere = tcp_member(other_node.socket_port, KEPT)
+    try:
+        assert fastapi_app.announce({"room": KEPT, "message": "kept"}) == (
+            200,
+            {"room": KEPT, "membersCount": 2},
+        )
+        received = [chat_message(same_node), chat_message(elsewhere)]
+        assert [(m["message"], m["from"], m["offset"]) for m in received] == [("kept", 0, 1)] * 2
+        assert received[0]["epoch"] == received[1]["epoch"]
+        history = elsewhere.request(f"roomHistory {KEPT}")["data"]
+        assert [(m["message"], m["offset"]) for m in history["messages"]] == [("kept", 1)]
+    finally:
+        same_node.close()
+        elsewhere.close()
 
 
 def test_an_announcement_to_a_room_that_does_not_exist_is_404(fastapi_app: FastApiApp) -> None:

@@ -14,20 +14,33 @@ touched: the recovering connection is not in the index until its replay is done.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from roomcast import jsonwire
 from roomcast.chat.errors import ChatError, ConnectionNotFound
 from roomcast.chat.middleware import ChatMiddlewareChain
 from roomcast.chat.room_index import RoomIndex
-from roomcast.cluster.history import HistoryState, HistoryStore, position_of
+from roomcast.cluster.history import (
+    HistoryPolicy,
+    HistoryState,
+    HistoryStore,
+    history_policy,
+    position_of,
+)
 
 if TYPE_CHECKING:
     from roomcast.connection import Connection
+
+__all__ = [
+    "HistoryPolicy",
+    "HistoryUnavailable",
+    "NoHistory",
+    "NotObject",
+    "RoomHistory",
+    "history_policy",
+]
 
 log = logging.getLogger("roomcast.chat")
 
@@ -52,32 +65,6 @@ class HistoryUnavailable(ChatError):
 class NotObject(ChatError):
     def __init__(self) -> None:
         super().__init__("a message in a room with history must be a JSON object")
-
-
-@dataclass
-class HistoryPolicy:
-    """Which rooms keep history, how many messages and how long (the ``[chat]`` settings)."""
-
-    size: int
-    ttl: float
-    rooms: list[str] = field(default_factory=lambda: ["*"])
-    _kept: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def keeps(self, room: str) -> bool:
-        """True when ``room`` keeps history (a glob of ``rooms`` matches it)."""
-        kept = self._kept.get(room)
-        if kept is None:
-            if len(self._kept) > 10_000:
-                self._kept.clear()
-            kept = self._kept[room] = self.size > 0 and any(
-                fnmatch.fnmatchcase(room, pattern) for pattern in self.rooms
-            )
-        return kept
-
-
-def history_policy(size: int, ttl: float, rooms: Iterable[str]) -> HistoryPolicy | None:
-    """The policy for these settings, or None when no room keeps history (``size`` 0)."""
-    return HistoryPolicy(size, ttl, list(rooms)) if size > 0 else None
 
 
 class RoomHistory:

@@ -37,7 +37,7 @@ from roomcast.chat.room_index import RoomIndex
 from roomcast.cluster.dropped import DropLog
 from roomcast.cluster.envelope import EnvelopeError, derive_key, open_envelope, seal
 from roomcast.cluster.errors import REDIS_DOWN
-from roomcast.cluster.history import split_position, with_position
+from roomcast.cluster.history import signed_header, split_position, with_position
 from roomcast.config import LimitsSettings
 from roomcast.limits import encoded_size_over
 from roomcast.metrics import NodeStats
@@ -619,12 +619,11 @@ class ChatRoom:
         delivers it from the room's channel, so all deliver a room's messages in order."""
         channel = self._keys.room_channel(room)
         try:
-            sealed = seal(self._bus_key, self.node_id, data, channel=channel.encode())
+            header = signed_header(self._bus_key, self.node_id, data, channel=channel)
         except EnvelopeError:
             log.warning("a %d-byte message to %s is too large to keep", len(data), room)
             await self.deliver_local(room, payload, data)
             return
-        header = sealed[: len(sealed) - len(data)]  # the signed header line, "\n" included
         try:
             offset, epoch = await history.append(room, header, data)
         except REDIS_DOWN as error:  # chat goes on here, without a position
@@ -652,8 +651,7 @@ class ChatRoom:
     def _positioned_envelope(self, channel: str, data: bytes) -> bytes:
         """A signed event for a history room's channel, with the zero position suffix that
         messages there carry (events are not kept and take no offset)."""
-        sealed = seal(self._bus_key, self.node_id, data, channel=channel.encode())
-        header = sealed[: len(sealed) - len(data)]
+        header = signed_header(self._bus_key, self.node_id, data, channel=channel)
         return header + with_position(data, 0, EVENT_EPOCH)
 
     async def _on_reaped(self, entries: set[tuple[str, str]]) -> None:

@@ -19,13 +19,16 @@ signature made over the original body.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from roomcast.cluster.envelope import BusKey, seal
 from roomcast.cluster.keys import Keys
 
 #: What an epoch is made of (and what :func:`split_position` accepts as one).
@@ -68,6 +71,17 @@ def split_position(data: bytes) -> tuple[bytes, int, str] | None:
     return body, int(match.group(1)), match.group(2).decode()
 
 
+def signed_header(key: BusKey, sender: str, body: bytes, *, channel: str) -> bytes:
+    """The envelope header line (``"\\n"`` included) that signs ``body`` on ``channel``.
+
+    A history room's channel carries this header followed by the positioned body; a
+    receiver takes the position off (:func:`split_position`) and verifies the header
+    against the body as said. Raises ``EnvelopeError("too large")`` like :func:`seal`.
+    """
+    sealed = seal(key, sender, body, channel=channel.encode())
+    return sealed[: len(sealed) - len(body)]
+
+
 def position_of(data: bytes) -> int | None:
     """The offset a stored or published message carries, or None when it has none."""
     match = _SUFFIX.search(data)
@@ -90,9 +104,10 @@ local function position(log, prefix)
 end
 """
 
-# KEYS: log. ARGV: header, body, size, ttl (ms), epoch prefix, publish command ('' for
-# none), channel. Returns {offset, epoch}.
-_APPEND = (
+#: The append script (KEYS: log. ARGV: header, body, size, ttl (ms), epoch prefix,
+#: publish command ('' for none), channel. Returns {offset, epoch}); call it with the
+#: arguments :func:`append_arguments` builds and read its result with :func:`appended`.
+APPEND_SCRIPT = (
     _POSITION
     + """
 local log = KEYS[1]
@@ -141,6 +156,63 @@ return {epoch, offset, first, messages}
 )
 
 
+def epoch_prefix() -> str:
+    """A random start for the epochs one writer creates: a room whose history was lost
+    never gets an epoch it had before (the rest is Redis's clock)."""
+    return os.urandom(4).hex()
+
+
+def append_arguments(
+    keys: Keys,
+    room: str,
+    header: bytes,
+    body: bytes,
+    *,
+    size: int,
+    ttl: float,
+    prefix: str,
+    publish_command: str,
+) -> tuple[list[str], list[Any]]:
+    """``(keys, args)`` of :data:`APPEND_SCRIPT` keeping ``body`` (a JSON object's bytes)
+    as ``room``'s next message and publishing ``header`` + the positioned body with
+    ``publish_command`` (``PUBLISH``, ``SPUBLISH``, or ``""`` for none)."""
+    if not body.startswith(b"{") or not body.endswith(b"}"):
+        raise ValueError("a message in a room with history must be a JSON object")
+    args = [header, body, size, _milliseconds(ttl), prefix, publish_command]
+    return [keys.history(room)], [*args, keys.room_channel(room)]
+
+
+def appended(result: Any) -> tuple[int, str]:
+    """The ``(offset, epoch)`` the append script returned."""
+    return int(result[0]), _text(result[1])
+
+
+@dataclass
+class HistoryPolicy:
+    """Which rooms keep history, how many messages and how long (the ``[chat]`` settings)."""
+
+    size: int
+    ttl: float
+    rooms: list[str] = field(default_factory=lambda: ["*"])
+    _kept: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def keeps(self, room: str) -> bool:
+        """True when ``room`` keeps history (a glob of ``rooms`` matches it)."""
+        kept = self._kept.get(room)
+        if kept is None:
+            if len(self._kept) > 10_000:
+                self._kept.clear()
+            kept = self._kept[room] = self.size > 0 and any(
+                fnmatch.fnmatchcase(room, pattern) for pattern in self.rooms
+            )
+        return kept
+
+
+def history_policy(size: int, ttl: float, rooms: Iterable[str]) -> HistoryPolicy | None:
+    """The policy for these settings, or None when no room keeps history (``size`` 0)."""
+    return HistoryPolicy(size, ttl, list(rooms)) if size > 0 else None
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryState:
     """What a room's history holds, as read at one moment."""
@@ -165,11 +237,9 @@ class HistoryStore:
         self.keys = keys
         #: The command the append script publishes with ('' to publish nothing).
         self.publish_command = publish_command
-        # Epochs begin with this node's random prefix, then Redis's clock: a room whose
-        # history was lost never gets an epoch it had before.
-        self._prefix = os.urandom(4).hex()
+        self._prefix = epoch_prefix()
         self._redis = redis
-        self._append = redis.register_script(_APPEND)
+        self._append = redis.register_script(APPEND_SCRIPT)
         self._read = redis.register_script(_READ)
 
     async def append(
@@ -177,19 +247,17 @@ class HistoryStore:
     ) -> tuple[int, str]:
         """Keep ``body`` (a JSON object's bytes) as the room's next message and publish
         ``header`` + the positioned body on its channel; return ``(offset, epoch)``."""
-        result: Any = await self._append(
-            keys=[self.keys.history(room)],
-            args=[
-                header,
-                body,
-                size,
-                _milliseconds(ttl),
-                self._prefix,
-                self.publish_command,
-                self.keys.room_channel(room),
-            ],
+        keys, args = append_arguments(
+            self.keys,
+            room,
+            header,
+            body,
+            size=size,
+            ttl=ttl,
+            prefix=self._prefix,
+            publish_command=self.publish_command,
         )
-        return int(result[0]), _text(result[1])
+        return appended(await self._append(keys=keys, args=args))
 
     async def read(self, room: str, since: int, limit: int, *, ttl: float) -> HistoryState:
         """The room's epoch, last offset and at most ``limit`` (0: every) kept messages
