@@ -3,12 +3,14 @@ the open-file watch, origin comparison and the refusal responses."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from roomcast.config import LimitsSettings
 from roomcast.protocol.origins import OriginPolicy, normalize_origin
 from roomcast.protocol.websocket_handshake import refusal
-from roomcast.servers.admission import Admission, OpenFiles
+from roomcast.servers.admission import Admission, OpenFiles, count_open_files
 
 
 class Clock:
@@ -154,3 +156,20 @@ def test_the_503_refusal_is_a_complete_response_that_closes_the_connection() -> 
         b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
         b"Content-Length: 14\r\nConnection: close\r\n\r\nserver is busy"
     )
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_the_open_file_count_follows_descriptors_opened_and_closed() -> None:
+    before = count_open_files()
+    assert before is not None
+    files = [open(os.devnull) for _ in range(50)]  # noqa: SIM115 - closed below
+    try:
+        during = count_open_files()
+        assert during is not None
+        listed = len(os.listdir("/proc/self/fd")) - 1
+        assert during == listed
+        assert during - before == 50
+    finally:
+        for file in files:
+            file.close()
+    assert count_open_files() == before

@@ -9,6 +9,7 @@ connections open on the node and per remote address, meters how fast new ones ar
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -102,7 +103,15 @@ def soft_file_limit() -> int:
 
 
 def count_open_files() -> int | None:
-    """How many descriptors the process has open, or None where that cannot be listed."""
+    """How many descriptors the process has open, or None where that cannot be listed.
+
+    Linux (6.2 and later) gives the count as the size of ``/proc/self/fd``, at the cost
+    of one ``stat``; elsewhere the folder is listed, which costs a little per descriptor.
+    """
+    with contextlib.suppress(OSError):
+        size = os.stat("/proc/self/fd").st_size
+        if size > 0:
+            return size
     for folder in ("/proc/self/fd", "/dev/fd"):
         try:
             return len(os.listdir(folder)) - 1  # listing it opened one more

@@ -26,13 +26,16 @@ log = logging.getLogger("roomcast.servers")
 _KERNEL_SHARE = 4
 
 
-def limit_kernel_send_buffer(transport: asyncio.BaseTransport, send_limit: int) -> None:
-    """Set the kernel's send buffer of a new client's socket to a quarter of its send limit
-    (the transport calls this once, when the client connects)."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
+def limit_kernel_send_buffer(server: asyncio.Server, send_limit: int) -> None:
+    """Set the kernel's send buffer of every client of ``server`` to a quarter of its send
+    limit.
+
+    The option is set once, on the listening sockets: an accepted socket inherits its
+    listener's buffer sizes, so a client costs no system call for it.
+    """
+    buffer = max(4096, send_limit // _KERNEL_SHARE)
+    for sock in server.sockets:
         with contextlib.suppress(OSError):
-            buffer = max(4096, send_limit // _KERNEL_SHARE)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
 
 
@@ -42,7 +45,7 @@ class StreamConnection(Connection):
     A client that stops reading is dropped before what it owes (frames queued this tick
     plus the transport's unsent bytes) would pass ``send_limit``: its unsent output never
     grows past the limit, however many members stall at once. The transports keep the
-    kernel's part small too (:func:`limit_kernel_send_buffer`).
+    kernel's part small too (:func:`limit_kernel_send_buffer`, set on the listeners).
     """
 
     # What waits for this tick's flush: the first frame alone in ``_queued`` (no list to

@@ -112,7 +112,6 @@ class SocketProtocol(OrderedRequests):
             transport.write(_BUSY)
             transport.close()
             return
-        limit_kernel_send_buffer(transport, self.api.config.socket.send_buffer_limit)
         connection = SocketConnection(self.api, transport, remote_ip, int(peer[1]))
         self.connection = connection
         if self._watched is not None:
@@ -260,6 +259,7 @@ class TcpServer:
             # only given with TLS (asyncio refuses it without); None: the default 60 s
             ssl_handshake_timeout=(config.limits.handshake_timeout or None) if context else None,
         )
+        limit_kernel_send_buffer(self._server, config.socket.send_buffer_limit)
         self.port = self._server.sockets[0].getsockname()[1]
         if watched is not None:
             self._idle_sweep = asyncio.create_task(

@@ -32,6 +32,7 @@ from roomcast.protocol.origins import OriginPolicy
 from roomcast.protocol.requests import ActionRequest, FileRequest, QuitRequest
 from roomcast.protocol.websocket_events import parse_event
 from roomcast.protocol.websocket_handshake import ORIGIN_REFUSED
+from roomcast.servers.stream_connection import limit_kernel_send_buffer
 from roomcast.servers.websocket import (
     SESSION_COOKIE,
     FirstRequest,
@@ -131,6 +132,9 @@ class WebServer:
             # only given with TLS (asyncio refuses it without); None: the default 60 s
             ssl_handshake_timeout=(handshake_timeout or None) if context else None,
         )
+        # WebSocket clients' kernel buffers are capped like TCP clients' (HTTP ones too:
+        # the listener is shared, and a quarter of the send limit is plenty for a reply).
+        limit_kernel_send_buffer(self._server, config.web.send_buffer_limit)
         self.port = int(self._server.sockets[0].getsockname()[1])
         if config.web.heartbeat:
             self._heartbeat = asyncio.create_task(self._ping_forever(config.web.heartbeat))

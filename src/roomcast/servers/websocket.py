@@ -44,7 +44,7 @@ from roomcast.protocol.websocket import (
 )
 from roomcast.protocol.websocket_handshake import DeflateParameters
 from roomcast.servers.ordered import OrderedRequests
-from roomcast.servers.stream_connection import StreamConnection, limit_kernel_send_buffer
+from roomcast.servers.stream_connection import StreamConnection
 
 if TYPE_CHECKING:
     from roomcast.api import Api
@@ -163,7 +163,6 @@ class WebSocketProtocol(OrderedRequests):
         self.server = server
         self.api = api = server.api
         self._transport: asyncio.Transport = transport
-        limit_kernel_send_buffer(transport, api.config.web.send_buffer_limit)
         self.websocket = ServerProtocol(api.config.web.max_message_size, deflate)
         peer = transport.get_extra_info("peername") or ("", 0)
         remote_port = int(peer[1])
