@@ -145,6 +145,7 @@ class Generator:
         message_size: int = 64,
         room: str = "defaultRoom",
         sample_every: int = 10,
+        ws_client: str = "picows",
     ) -> None:
         self.workers = [
             WorkerProc(
@@ -156,6 +157,7 @@ class Generator:
                     "message_size": message_size,
                     "worker_id": i,
                     "sample_every": sample_every,
+                    "ws_client": ws_client,
                 },
                 cpus,
             )

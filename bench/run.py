@@ -133,6 +133,7 @@ def settings_for(args: argparse.Namespace, python: str, log_dir: Path) -> Settin
         gen_cpus="1" if pin else None,
         aux_cpus="1" if pin else None,
         workers=args.workers,
+        ws_client=args.ws_client,
     )
     if args.quick:
         s.fanout_sizes = [100, 500]
@@ -194,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
         "--message-size", type=int, help="chat message length in bytes (default 64)"
     )
     parser.add_argument("--workers", type=int, default=1, help="load-generator processes")
+    parser.add_argument(
+        "--ws-client",
+        choices=("picows", "lean"),
+        default="picows",
+        help="the generator's WebSocket client: picows, or a lean one on a plain asyncio "
+        "protocol (much cheaper per connect; for the connections scenario)",
+    )
     parser.add_argument(
         "--rooms-shapes", help="rooms scenario: ROOMSxMEMBERS list, e.g. 100x5,2000x5,10000x2"
     )

@@ -51,6 +51,9 @@ class Settings:
     # in-flight connect+join handshakes; kept under the smallest default listen backlog
     # (websockets: 100) so SYN retries (1 s) never pose as a slow server
     connect_concurrency: int = 64
+    # the WebSocket client of the load generator: picows, or loadgen's LeanWSClient (a
+    # prebuilt upgrade request and in-place frame parsing: far cheaper per connection)
+    ws_client: str = "picows"
     cluster_members: int = 1000
     cluster_deliveries_per_s: float = 20000.0
     scaling_nodes: list[int] = field(default_factory=lambda: [1, 2, 3])
@@ -219,6 +222,7 @@ def _generator(dep: Deployment, s: Settings, workers: int | None = None) -> Gene
         workers=workers or s.workers,
         cpus=s.gen_cpus,
         message_size=s.message_size,
+        ws_client=s.ws_client,
     )
 
 
