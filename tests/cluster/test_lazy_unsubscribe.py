@@ -111,3 +111,37 @@ def test_rooms_joined_and_left_over_and_over_leave_no_subscription_behind(
         )
         for room in rooms:
             assert _numsub(cluster, room) == 0, room
+
+
+def _subscribe_calls(cluster: Cluster) -> int:
+    with cluster.redis() as redis:
+        stats = redis.info("commandstats")
+    return int(stats.get("cmdstat_subscribe", {}).get("calls", 0))
+
+
+def test_rooms_joined_in_one_burst_are_subscribed_in_few_commands(cluster: Cluster) -> None:
+    rooms = [f"burst-{i}" for i in range(40)]
+    cluster.start("a")
+    cluster.start("b")
+    alice = cluster.client("a")
+    for room in rooms:
+        alice.join(room)
+    members = [cluster.client("b") for _ in rooms]
+    with cluster.redis() as redis:
+        redis.config_resetstat()
+    for member, room in zip(members, rooms, strict=True):
+        member.send(f"roomAdd {room}")
+    for member in members:
+        assert member.reply()["status"] == "OK"
+    # one SUBSCRIBE per channel would be 40; the joins of a tick share one
+    assert _subscribe_calls(cluster) <= 10
+    wait_until(
+        lambda: all(_numsub(cluster, room) == 2 for room in rooms),
+        message="node b subscribed to every room",
+    )
+    for room in rooms:
+        alice.say(room, f"hello {room}")
+    for member, room in zip(members, rooms, strict=True):
+        expected = f"hello {room}"
+        member.wait_chat(lambda m, expected=expected: m["message"] == expected)  # type: ignore[misc]
+        assert [m["message"] for m in member.chat(room)] == [f"hello {room}"]

@@ -131,6 +131,16 @@ class ChatClient:
         reply: dict[str, Any] = self._replies.pop(0)
         return reply
 
+    def send(self, line: str) -> None:
+        """Send one line without waiting: :meth:`reply` reads its answer later."""
+        self.sock.sendall(line.encode() + b"\n")
+
+    def reply(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next reply to a line sent with :meth:`send`."""
+        self._next(lambda: bool(self._replies), timeout or self.timeout)
+        reply: dict[str, Any] = self._replies.pop(0)
+        return reply
+
     def action(self, action: str, timeout: float | None = None, **params: Any) -> dict[str, Any]:
         """Call ``action`` with ``params``; returns the reply (``error`` on failure)."""
         return self.request(json.dumps({"action": action, "params": params}), timeout)

@@ -5,7 +5,8 @@ it), so a node never receives chat traffic for rooms it does not serve. A channe
 wants any more stays subscribed for ``UNSUBSCRIBE_AFTER`` seconds, and the channels that
 stayed unwanted that long go in one ``UNSUBSCRIBE``: a room that empties and fills again
 (members coming and going) costs no SUBSCRIBE/UNSUBSCRIBE pair each time. What arrives on
-such a channel meanwhile finds no member to deliver to. A watchdog pings
+such a channel meanwhile finds no member to deliver to. The other way round, the channels
+rooms start wanting within one loop tick go out in one ``SUBSCRIBE``. A watchdog pings
 the node's own channel and rebuilds the subscriber when pings stop coming back, because a
 pub/sub socket can stay open yet deaf.
 
@@ -64,6 +65,11 @@ class Bus:
         self._unwanted: dict[str, tuple[Callable[[], bool], float]] = {}
         self._unsubscribe_after = unsubscribe_after
         self._unsubscriber: asyncio.Task[None] | None = None
+        # Channels given a handler whose SUBSCRIBE goes out in the next batch, the future
+        # their callers wait on, and the task that sends it.
+        self._subscribing: list[str] = []
+        self._subscribe_batch: asyncio.Future[None] | None = None
+        self._subscriber: asyncio.Task[None] | None = None
         self._pubsub: aioredis.client.PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -107,7 +113,7 @@ class Bus:
 
     async def stop(self) -> None:
         self._closing = True
-        for task in (self._reader, self._watchdog, self._unsubscriber):
+        for task in (self._reader, self._watchdog, self._unsubscriber, self._subscriber):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -201,11 +207,49 @@ class Bus:
         async with self._locked():
             want = wanted()
             have = channel in self._handlers
-            if want and not have:
-                self._handlers[channel] = handler
-                await self._send("subscribe", channel)
-            elif have and not want:
-                await self._drop([channel], [wanted])
+            if have or not want:
+                if have and not want:
+                    await self._drop([channel], [wanted])
+                return
+            self._handlers[channel] = handler
+            batch = self._subscribe_soon(channel)
+        # Shielded: the batch is shared, and one caller giving up must not cancel it.
+        await asyncio.shield(batch)
+
+    def _subscribe_soon(self, channel: str) -> asyncio.Future[None]:
+        """Have ``channel`` (just given its handler) subscribed with the next batch: every
+        channel queued before the batch's task runs goes in one ``SUBSCRIBE``. The future
+        is done once that command is written."""
+        self._subscribing.append(channel)
+        batch = self._subscribe_batch
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = self._subscribe_batch = loop.create_future()
+            self._subscriber = loop.create_task(
+                self._send_subscribes(batch), name="roomcast-bus-subscriber"
+            )
+        return batch
+
+    async def _send_subscribes(self, batch: asyncio.Future[None]) -> None:
+        try:
+            async with self._locked():
+                channels, self._subscribing = self._subscribing, []
+                self._subscribe_batch = None  # what is queued from now on: the next batch
+                # a channel unsubscribed meanwhile has no handler any more
+                wanted = [c for c in dict.fromkeys(channels) if c in self._handlers]
+                if wanted:
+                    await self._send("subscribe", *wanted)
+        except Exception as error:  # every caller of the batch gets it
+            batch.set_exception(error)
+            batch.add_done_callback(_retrieve)
+        except BaseException:
+            batch.cancel()
+            raise
+        else:
+            batch.set_result(None)
+        finally:
+            if self._subscriber is asyncio.current_task():
+                self._subscriber = None
 
     async def release(self, channels: list[str], wanted: Callable[[str], bool]) -> None:
         """Unsubscribe each of ``channels`` that ``wanted(channel)`` no longer wants, all
@@ -424,3 +468,8 @@ class Bus:
 async def _close_quietly(pubsub: aioredis.client.PubSub) -> None:
     with contextlib.suppress(Exception):
         await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # consumed here: callers that gave up leave no warning
