@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import servers as servers_module
 from generator import HarnessError, scratch_dir
 from report import print_summary
 from room_scenarios import churn, rooms
@@ -230,6 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="before each scenario wait up to this long for the machine to be < 15 %% busy",
     )
+    parser.add_argument(
+        "--roomcast-write-delay",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="[socket] and [web] write_delay of the roomcast targets (default 0: off)",
+    )
     parser.add_argument("--out", help="result file (default bench/results/<timestamp>.json)")
     parser.add_argument(
         "--table", metavar="RESULT_JSON", help="print the markdown table of a result file and exit"
@@ -281,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown scenario {name}")
 
     python = sys.executable
+    servers_module.ROOMCAST_WRITE_DELAY_MS = args.roomcast_write_delay
     log_dir = scratch_dir()
     settings = settings_for(args, python, log_dir)
     started = dt.datetime.now(dt.UTC)
@@ -293,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             k: v for k, v in vars(settings).items() if k not in ("python", "log_dir", "profile_dir")
         },
+        "roomcast_write_delay_ms": args.roomcast_write_delay,
+        "roomcast_source": servers_module.roomcast_source(python),
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
         "results": {},
         "skipped": {},

@@ -362,6 +362,38 @@ def _python_version_of(python: str, dist: str) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
+#: ``[socket]`` and ``[web]`` ``write_delay`` (ms) of every roomcast node the bench starts
+#: (``run.py --roomcast-write-delay``); 0 leaves the setting out.
+ROOMCAST_WRITE_DELAY_MS = 0.0
+
+
+def roomcast_source(python: str) -> dict:
+    """Which roomcast ``python`` imports (PYTHONPATH included), so a result says which
+    code it measured: this repo's or another checkout's, and that checkout's commit."""
+    out = subprocess.run(
+        [python, "-c", "import roomcast; print(roomcast.__file__)"],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode:
+        return {}
+    package = Path(out.stdout.strip()).parent
+    commit = subprocess.run(
+        ["git", "-C", str(package), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(package), "status", "--porcelain", "--", "."],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {
+        "this_repo": package.is_relative_to(BENCH_DIR.parent),
+        "commit": commit + ("+changes" if dirty else ""),
+    }
+
+
 class Roomcast(Target):
     def available(self, python: str) -> str | None:
         if not _python_has(python, "roomcast"):
@@ -403,11 +435,11 @@ class Roomcast(Target):
         if redis_cluster:
             cmd.append("--redis-cluster")
         tables = ""
-        if send_limit:
-            tables += (
-                f"[web]\nsend_buffer_limit = {send_limit}\n"
-                f"[socket]\nsend_buffer_limit = {send_limit}\n"
-            )
+        for table in ("web", "socket"):
+            lines = f"send_buffer_limit = {send_limit}\n" if send_limit else ""
+            if ROOMCAST_WRITE_DELAY_MS:
+                lines += f"write_delay = {ROOMCAST_WRITE_DELAY_MS}\n"
+            tables += f"[{table}]\n{lines}" if lines else ""
         if history_size or rooms:
             tables += "[chat]\n"
         if history_size:
@@ -417,7 +449,10 @@ class Roomcast(Target):
             tables += f'starting_chat_rooms = ["defaultRoom", {names}]\n'
         if tables:
             log_dir.mkdir(parents=True, exist_ok=True)
-            config = log_dir / f"roomcast-{node_id}-{send_limit}-{history_size}-{rooms}.toml"
+            delay = ROOMCAST_WRITE_DELAY_MS
+            config = log_dir / (
+                f"roomcast-{node_id}-{send_limit}-{history_size}-{rooms}-{delay}.toml"
+            )
             config.write_text(tables)
             cmd += ["--config", str(config)]
         server = spawn(

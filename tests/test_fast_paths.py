@@ -6,15 +6,14 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
+from fake_transport import FakeTransport, stream
 from redis.exceptions import ResponseError
 
 from roomcast.cluster.keys import Keys
 from roomcast.cluster.store import Store, connect
 from roomcast.connection import ConnectionMiddleware, new_id
-from roomcast.servers.stream_connection import StreamConnection
 from roomcast.testing import TestConnection, TestNode
 
 
@@ -117,38 +116,6 @@ async def test_a_burst_of_joins_is_visible_to_room_status_as_each_join_returns(
 
 
 # per-tick coalescing ------------------------------------------------------------------------
-
-
-class FakeTransport:
-    def __init__(self, *, closing: bool = False, unsent: int = 0) -> None:
-        self.writes: list[bytes] = []
-        self.closing = closing
-        self.unsent = unsent
-        self.aborted = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(bytes(data))
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def get_write_buffer_size(self) -> int:
-        return self.unsent
-
-    def abort(self) -> None:
-        self.aborted = self.closing = True
-
-    def close(self) -> None:
-        self.closing = True
-
-
-class LineConnection(StreamConnection):
-    def frame(self, data: bytes) -> bytes:
-        return data + b"\n"
-
-
-def stream(node: TestNode, transport: Any, limit: int = 1000) -> LineConnection:
-    return LineConnection(node.api, transport, "127.0.0.1", 1, limit)
 
 
 async def test_frames_of_one_tick_leave_in_one_write_in_order(node: TestNode) -> None:

@@ -25,6 +25,8 @@ from roomcast.config import (
     Config,
     ConfigError,
     LimitsSettings,
+    SocketSettings,
+    WebSettings,
     load_config,
     settings_reference,
     unknown_environment_variables,
@@ -282,6 +284,55 @@ def test_a_limit_that_is_not_a_number_is_refused(tmp_path: Path) -> None:
 def test_an_unknown_limit_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown setting\(s\) in \[limits\]: max_users"):
         load_toml(tmp_path, "[limits]\nmax_users = 3\n")
+
+
+# [socket] and [web] write_delay ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("-5", "must be greater than 0 (or 0 for off), not -5"),
+        ('"soon"', "must be a number, not 'soon'"),
+        ("1000.5", "must be from 0 (off) to 1000 milliseconds, not 1000.5"),
+        ("nan", "must be a number of milliseconds, not nan"),
+    ],
+)
+@pytest.mark.parametrize("table", ["socket", "web"])
+def test_a_write_delay_that_is_not_0_to_1000_ms_stops_start(
+    tmp_path: Path, table: str, value: str, reason: str
+) -> None:
+    settings = tmp_path / "roomcast.toml"
+    settings.write_text(f"[{table}]\nwrite_delay = {value}\n")
+    result = roomcast_start("--config", str(settings))
+    assert (result.returncode, result.stderr) == (2, f"roomcast: [{table}] write_delay {reason}\n")
+
+
+def test_write_delays_default_to_off() -> None:
+    config = load_config({}, env=NO_ENV)
+    assert (config.socket.write_delay, config.web.write_delay) == (0, 0)
+
+
+def test_write_delays_accept_whole_and_fractional_milliseconds(tmp_path: Path) -> None:
+    config = load_toml(tmp_path, "[socket]\nwrite_delay = 20\n[web]\nwrite_delay = 2.5\n")
+    assert (config.socket.write_delay, config.web.write_delay) == (20.0, 2.5)
+    assert isinstance(config.socket.write_delay, float)
+    assert load_toml(tmp_path, "[web]\nwrite_delay = 1000\n").web.write_delay == 1000
+
+
+@pytest.mark.parametrize("delay", [-1.0, 1001.0, float("inf")])
+async def test_api_start_refuses_a_write_delay_out_of_range(delay: float) -> None:
+    api = Api(Config(socket_port=0, web_port=0, socket=SocketSettings(write_delay=delay)))
+    with pytest.raises(ConfigError, match=r"\[socket\] write_delay must be from 0 \(off\) to 1000"):
+        await api.start()
+    await api.stop()
+
+
+async def test_api_start_refuses_a_write_delay_that_is_not_a_number() -> None:
+    api = Api(Config(socket_port=0, web_port=0, web=WebSettings(write_delay="5")))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"\[web\] write_delay must be a number of milliseconds"):
+        await api.start()
+    await api.stop()
 
 
 # [web] allowed_origins and send buffers -------------------------------------------------

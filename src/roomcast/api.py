@@ -25,7 +25,7 @@ from roomcast.config import Config, ConfigError, validate
 from roomcast.connection import Connections
 from roomcast.metrics import NodeStats, watch_loop_lag
 from roomcast.servers.admission import Admission
-from roomcast.servers.outbox import Outbox
+from roomcast.servers.outbox import Outbox, outboxes_for
 from roomcast.servers.tls import server_context
 
 log = logging.getLogger("roomcast")
@@ -82,6 +82,10 @@ class Api:
             self.chat_room.join_check = self.auth.check_join
         #: Connections with output queued this loop tick (see :class:`Outbox`).
         self.outbox = Outbox()
+        #: The outboxes of TCP and of WebSocket clients: :attr:`outbox`, or one that holds
+        #: their output for ``[socket]`` / ``[web]`` ``write_delay`` (chosen at start).
+        self.socket_outbox = self.outbox
+        self.web_outbox = self.outbox
         #: The connection limits every listener asks before it builds a connection.
         self.admission = Admission(config.limits)
         #: The TLS context of every listener (built at start), or None for plaintext.
@@ -105,6 +109,9 @@ class Api:
         """
         for warning in validate(self.config):
             log.warning("%s", warning)
+        self.socket_outbox, self.web_outbox = outboxes_for(
+            self.outbox, self.config.socket.write_delay, self.config.web.write_delay
+        )
         try:
             self.auth.start()  # the key file is read here, once
         except (OSError, ValueError) as error:

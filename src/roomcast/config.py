@@ -82,6 +82,14 @@ class SocketSettings:
         default=1 << 20,
         metadata=_about("bytes a TCP client may leave unread before it is disconnected"),
     )
+    write_delay: float = field(
+        default=0.0,
+        metadata=_about(
+            "milliseconds (at most 1000) a TCP client's outgoing messages may be held, so "
+            "that those queued meanwhile leave in one write: fewer writes, more latency",
+            off_at_zero=True,
+        ),
+    )
 
 
 @dataclass
@@ -100,6 +108,14 @@ class WebSettings:
     send_buffer_limit: int = field(
         default=1 << 20,
         metadata=_about("bytes a WebSocket client may leave unread before it is disconnected"),
+    )
+    write_delay: float = field(
+        default=0.0,
+        metadata=_about(
+            "milliseconds (at most 1000) a WebSocket client's outgoing frames may be held, "
+            "so that those queued meanwhile leave in one write: fewer writes, more latency",
+            off_at_zero=True,
+        ),
     )
     compress: bool = field(
         default=False,
@@ -337,6 +353,9 @@ _SECTIONS: dict[str, type[Any]] = {
 KNOWN_ENVIRONMENT = frozenset({"ROOMCAST_CONFIG", *(f"ROOMCAST_{n.upper()}" for n in FLAGS)})
 
 
+#: The longest ``write_delay``, in milliseconds: past it a client would see its messages
+#: late, not just batched.
+MAX_WRITE_DELAY = 1000
 WORKERS_NEED_REDIS = "--workers > 1 needs --redis-url (workers share rooms through Redis)"
 CLUSTER_NEEDS_REDIS = "--redis-cluster needs --redis-url (a seed node of the Redis Cluster)"
 _TRUE = ("1", "true", "yes", "on")
@@ -546,6 +565,8 @@ def validate(config: Config) -> list[str]:
         parse_trusted(config.web.trusted_proxies)
     except ValueError as error:
         raise ConfigError(f"[web] trusted_proxies: {error}") from None
+    _check_write_delay("[socket] write_delay", config.socket.write_delay)
+    _check_write_delay("[web] write_delay", config.web.write_delay)
     if not isinstance(config.workers, int) or config.workers < 1:
         raise ConfigError(f"--workers must be 1 or more, not {config.workers!r}")
     if config.workers > 1 and config.redis_url is None:
@@ -560,6 +581,17 @@ def validate(config: Config) -> list[str]:
             "the same secret token"
         )
     return warnings
+
+
+def _check_write_delay(setting: str, delay: Any) -> None:
+    """A number of milliseconds from 0 to :data:`MAX_WRITE_DELAY` (a ``Config`` built in
+    code has not been through the TOML table's checks)."""
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or delay != delay:
+        raise ConfigError(f"{setting} must be a number of milliseconds, not {delay!r}")
+    if not 0 <= delay <= MAX_WRITE_DELAY:
+        raise ConfigError(
+            f"{setting} must be from 0 (off) to {MAX_WRITE_DELAY} milliseconds, not {delay:g}"
+        )
 
 
 def _check_cluster(config: Config) -> None:

@@ -3,6 +3,8 @@
 Everything sent to one client within one event-loop iteration leaves in a single
 ``transport.write`` (through the node's :class:`~roomcast.servers.outbox.Outbox`): a
 member receiving many chat messages per tick costs one syscall, not one per message.
+With a ``write_delay`` the connection's outbox is a
+:class:`~roomcast.servers.outbox.DelayedOutbox`: the same queue is held longer.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from roomcast.connection import Connection
 
 if TYPE_CHECKING:
     from roomcast.api import Api
+    from roomcast.servers.outbox import Outbox
 
 log = logging.getLogger("roomcast.servers")
 
@@ -42,13 +45,17 @@ def limit_kernel_send_buffer(server: asyncio.Server, send_limit: int) -> None:
 class StreamConnection(Connection):
     """A connection over an asyncio transport; subclasses define :meth:`frame`.
 
-    A client that stops reading is dropped before what it owes (frames queued this tick
-    plus the transport's unsent bytes) would pass ``send_limit``: its unsent output never
-    grows past the limit, however many members stall at once. The transports keep the
-    kernel's part small too (:func:`limit_kernel_send_buffer`, set on the listeners).
+    A client that stops reading is dropped before what it owes (frames queued for its
+    next write plus the transport's unsent bytes) would pass ``send_limit``: its unsent
+    output never grows past the limit, however many members stall at once. The
+    transports keep the kernel's part small too (:func:`limit_kernel_send_buffer`, set
+    on the listeners).
+
+    Every frame (replies, chat messages, pings, the close frame) goes through the same
+    queue, so they leave in the order they were queued, delayed or not.
     """
 
-    # What waits for this tick's flush: the first frame alone in ``_queued`` (no list to
+    # What waits for the next flush: the first frame alone in ``_queued`` (no list to
     # allocate for the usual one message per member per tick), later ones in ``_more``.
     __slots__ = ("_more", "_outbox", "_queued", "_send_limit", "_transport")
 
@@ -60,13 +67,16 @@ class StreamConnection(Connection):
         remote_port: int,
         send_limit: int,
         fingerprint: str | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
+        """``outbox``: the one that flushes this connection (default: the node's
+        per-tick ``api.outbox``)."""
         super().__init__(api, remote_ip=remote_ip, remote_port=remote_port, fingerprint=fingerprint)
         self._transport = transport
         self._send_limit = send_limit
         self._queued: Any = None
         self._more: list[Any] | None = None
-        self._outbox = api.outbox
+        self._outbox = api.outbox if outbox is None else outbox
 
     def write_frame(self, frame: Any) -> None:
         if self._queued is None:
@@ -83,8 +93,8 @@ class StreamConnection(Connection):
     write_raw = write_frame
 
     def flush(self) -> None:
-        """Write what was queued this tick, unless that would leave more than the send
-        limit unsent: then drop the client (it stopped reading) and write nothing.
+        """Write what was queued since the last flush, unless that would leave more than
+        the send limit unsent: then drop the client (it stopped reading) and write nothing.
 
         The queue holds the shared frames themselves; only what is written is the
         client's own, so the check comes before the frames are joined or written.

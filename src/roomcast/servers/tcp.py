@@ -61,7 +61,12 @@ class SocketConnection(StreamConnection):
         self, api: Api, transport: asyncio.Transport, remote_ip: str, remote_port: int
     ) -> None:
         super().__init__(
-            api, transport, remote_ip, remote_port, api.config.socket.send_buffer_limit
+            api,
+            transport,
+            remote_ip,
+            remote_port,
+            api.config.socket.send_buffer_limit,
+            outbox=api.socket_outbox,
         )
 
     def frame(self, data: bytes) -> bytes:

@@ -77,7 +77,13 @@ class WebSocketConnection(StreamConnection):
         fingerprint: str | None,
     ) -> None:
         super().__init__(
-            api, transport, remote_ip, remote_port, api.config.web.send_buffer_limit, fingerprint
+            api,
+            transport,
+            remote_ip,
+            remote_port,
+            api.config.web.send_buffer_limit,
+            fingerprint,
+            api.web_outbox,
         )
         self._protocol = protocol
         self.said_goodbye = False
@@ -232,7 +238,7 @@ class WebSocketProtocol(OrderedRequests):
         connection = self.connection
         if output:
             connection.write_raw(output)
-        connection.flush()  # frames queued this tick, then the close frame, in one write
+        connection.flush()  # frames still queued, then the close frame, in one write
         self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
