@@ -23,6 +23,7 @@ from soak_support import (
     HonestMember,
     Ledger,
     Misbehaviour,
+    feeder,
     flooder,
     garbage_sender,
     open_session,
@@ -48,7 +49,8 @@ FLOODERS = 4
 STALLERS_TCP, STALLERS_WEBSOCKET = 24, 12
 GARBAGE = 60
 ROOMS = [f"soak-{n}" for n in range(16)]
-FLOOD_ROOMS = ["flood-0", "flood-1"]
+SPAM_ROOMS = ["spam-0", "spam-1"]  # where the flooders are
+BIG_ROOMS = ["big-0", "big-1"]  # where the feeders and the stalled members are
 SEND_BUFFER_LIMIT = 256 * 1024
 RSS_GROWTH = 30 * MIB
 PROBES = Path(__file__).parent / "load_actions"
@@ -116,7 +118,7 @@ async def soak(node: NodeProcess, result: Soaked) -> None:
         HonestMember(
             f"t{n}" if n < HONEST_TCP else f"w{n}",
             n >= HONEST_TCP,
-            ROOMS + FLOOD_ROOMS,
+            ROOMS + SPAM_ROOMS,  # never a big room: its feed is for the stalled ones
             random.Random(rng.random()),
         )
         for n in range(HONEST_TCP + HONEST_WEBSOCKET)
@@ -126,11 +128,12 @@ async def soak(node: NodeProcess, result: Soaked) -> None:
         member.run(node.socket_port, node.web_port, ledger, until, keep=n % 20 == 0)
         for n, member in enumerate(honest)
     ]
-    tasks += [flooder(node.socket_port, FLOOD_ROOMS[n % 2], until, seen) for n in range(FLOODERS)]
+    tasks += [flooder(node.socket_port, SPAM_ROOMS[n % 2], until, seen) for n in range(FLOODERS)]
+    tasks += [feeder(node.socket_port, room, until) for room in BIG_ROOMS]
     tasks += [
         staller(
             (node.web_port, True) if n < STALLERS_WEBSOCKET else (node.socket_port, False),
-            FLOOD_ROOMS[n % 2],
+            BIG_ROOMS[n % 2],
             random.Random(rng.random()),
             until,
             seen,
@@ -174,7 +177,7 @@ def soaked() -> Iterator[Soaked]:
     cpu_started = time.process_time()
     result = Soaked(Ledger(), Misbehaviour(), [], 0, 0.0)
     try:
-        for room in ROOMS + FLOOD_ROOMS:
+        for room in ROOMS + SPAM_ROOMS + BIG_ROOMS:
             create_room(node.web_port, room)
         asyncio.run(soak(node, result))
         poll(lambda: api_status(node)["connections"] == 1, 15)
@@ -214,15 +217,16 @@ def test_no_honest_message_is_lost_duplicated_or_out_of_order(soaked: Soaked) ->
     problems = soaked.ledger.problems()
     assert not problems, (len(problems), problems[:20])
     # the soak was one: hundreds of sessions, thousands of says, many owed deliveries
-    assert soaked.sessions >= 300, soaked.sessions
-    assert len(soaked.ledger.said) >= 1500, len(soaked.ledger.said)
-    assert soaked.ledger.owed_deliveries() >= 20_000
+    assert soaked.sessions >= 200, soaked.sessions
+    assert len(soaked.ledger.said) >= 1000, len(soaked.ledger.said)
+    assert soaked.ledger.owed_deliveries() >= 10_000
 
 
 def test_flooders_are_answered_too_fast_and_stalled_members_are_dropped(soaked: Soaked) -> None:
     seen = soaked.seen
-    assert seen.too_fast >= FLOODERS * 50, (seen.too_fast, seen.flood_ok)
-    assert seen.flood_ok >= FLOODERS * 200, (seen.too_fast, seen.flood_ok)
+    # each flooder: its burst of 200, then 100 a second at most
+    assert seen.flood_ok <= FLOODERS * (200 + 100 * (SECONDS + 2)), seen
+    assert seen.too_fast >= FLOODERS * 500, seen
     assert seen.stalled >= STALLERS_TCP + STALLERS_WEBSOCKET
     assert soaked.dropped >= 10, soaked.dropped
 

@@ -1,6 +1,7 @@
 """The soak test's clients, all on one event loop: honest members (the project's TCP and
 WebSocket clients) that record every chat message they hear, and the misbehaving kinds:
-flooders over the say rate, members that stop reading, and senders of garbage.
+flooders over the say rate, members that stop reading (and a feeder filling their
+buffers), and senders of garbage.
 
 Honest messages read ``h <sender> <seq>``: ``sender`` names one connection (a member's
 session), ``seq`` counts its says from 1. A :class:`Ledger` holds what was said, who was
@@ -9,9 +10,9 @@ honest message lost, duplicated, out of order or unknown.
 
 Times are ticks of one counter: every client runs on the same event loop, so the ticks
 order what the clients did. A session's membership of a room runs from the tick after its
-``roomAdd`` reply to the tick before it sent ``roomLeave`` (or ``quit``); a say is owed to
-it when it was sent after the first and answered before the second (the node queues a
-say on every member before it answers the sayer).
+``roomAdd`` reply to the tick before it sent ``roomLeave`` (or its last says before
+``quit``); a say is owed to it when it was sent after the first and answered before the
+second (the node queues a say on every member before it answers the sayer).
 """
 
 from __future__ import annotations
@@ -101,8 +102,27 @@ class Ledger:
                 if owed and (said.room, said.sender, said.seq) not in got:
                     found.append(
                         f"{member.receiver} never heard {said.sender} {said.seq} in {said.room}"
+                        f" ({self._story(member, said)})"
                     )
         return found
+
+    def _story(self, member: Membership, said: Said) -> str:
+        """The ticks around a lost message, to tell what happened."""
+        heard = [
+            seq
+            for room, sender, seq in self.heard.get(member.receiver, [])
+            if (room, sender) == (said.room, said.sender)
+        ]
+        memberships = [
+            (m.joined_at, m.left_at)
+            for m in self.memberships
+            if m.receiver == member.receiver and m.room == member.room
+        ]
+        return (
+            f"said at {said.sent_at}, answered at {said.answered_at}; member {memberships};"
+            f" heard from that sender there: {heard}; heard in all"
+            f" {len(self.heard.get(member.receiver, []))}"
+        )
 
     def owed_deliveries(self) -> int:
         """How many (message, receiver) deliveries the memberships owe in all."""
@@ -178,9 +198,11 @@ class HonestSession:
                 await self._heard_own.wait()
 
     async def close(self) -> None:
-        await self.fence()
+        # Owed from here on: only what was answered before this tick, so queued before
+        # the fence's says; once they are heard, all that is owed has been too.
         for membership in self.joined.values():
             membership.left_at = self.ledger.tick()
+        await self.fence()
         self.joined.clear()
         await self.client.disconnect()
 
@@ -218,7 +240,11 @@ class HonestMember:
         while loop.time() < until:
             self.sessions += 1
             name = f"{self.name}.{self.sessions}"
-            session = await open_session(name, self.websocket, socket_port, web_port, ledger)
+            try:
+                session = await open_session(name, self.websocket, socket_port, web_port, ledger)
+            except Exception as error:
+                ledger.errors.append(f"{name} connecting: {error!r}")
+                return
             try:
                 for _ in range(self.rng.randint(3, 15)):
                     if loop.time() >= until:
@@ -285,35 +311,59 @@ async def _joined_line_client(
 
 
 async def flooder(port: int, room: str, until: float, seen: Misbehaviour) -> None:
-    """Says about 1 KB into ``room`` 150 times a second (15 every 100 ms), past the
-    default say rate of 100: once its burst is spent, a third are answered too fast. It
-    reads everything it is sent (it is no slow consumer)."""
+    """Pipelines bursts of 500 short says into ``room`` (one write each, reading every
+    answer, a second apart): past the say rate's burst of 200, so most are answered too
+    fast whatever the node's speed."""
     reader, writer = await _joined_line_client(port, room)
-    batch = f"say {room} f{'x' * 1000}\n".encode() * 15
-
-    async def read() -> None:
-        while line := await reader.readline():
-            if b'"context":"response"' in line:
-                if b"you are sending too fast" in line:
-                    seen.too_fast += 1
-                elif b'"status":"OK"' in line:
-                    seen.flood_ok += 1
-
-    reading = asyncio.ensure_future(read())
+    burst = f"say {room} flood\n".encode() * 500
     loop = asyncio.get_running_loop()
     try:
-        next_batch = loop.time()
         while loop.time() < until:
-            writer.write(batch)
-            await writer.drain()
-            next_batch += 0.1
-            await asyncio.sleep(max(0.0, next_batch - loop.time()))
-        await asyncio.sleep(0.5)  # the last batch's answers
+            writer.write(burst)
+            answered = 0
+            while answered < 500:
+                line = await reader.readline()
+                if not line:
+                    raise ConnectionError("the node closed a flooder")
+                if b'"context":"response"' in line:
+                    answered += 1
+                    if b"you are sending too fast" in line:
+                        seen.too_fast += 1
+                    elif b'"status":"OK"' in line:
+                        seen.flood_ok += 1
+            await asyncio.sleep(1.0)
     finally:
         writer.close()
-        reading.cancel()
-        with contextlib.suppress(asyncio.CancelledError, OSError):
-            await reading
+
+
+async def feeder(port: int, room: str, until: float) -> None:
+    """Says 8 KB into ``room`` 50 times a second (under the say rate), reading all it is
+    sent: what fills the buffers of the members that stop reading. Dropped itself (on a
+    machine too busy to read in time), it joins again."""
+    loop = asyncio.get_running_loop()
+    line = f"say {room} feed{'x' * 8000}\n".encode()
+    while loop.time() < until:
+        reader, writer = await _joined_line_client(port, room)
+
+        async def read(reader: asyncio.StreamReader = reader) -> None:
+            while await reader.read(1 << 20):
+                pass
+
+        reading = asyncio.ensure_future(read())
+        try:
+            next_say = loop.time()
+            while loop.time() < until:
+                writer.write(line)
+                await writer.drain()
+                next_say += 1 / 50
+                await asyncio.sleep(max(0.0, next_say - loop.time()))
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await reading
 
 
 def upgrade_head() -> bytes:
@@ -344,7 +394,7 @@ async def staller(
     address: tuple[int, bool], room: str, rng: random.Random, until: float, seen: Misbehaviour
 ) -> None:
     """Joins ``room`` (over TCP, or WebSocket when ``address[1]``) and never reads again;
-    after 3 to 8 s it drops the socket unread and starts over."""
+    after 4 to 10 s it drops the socket unread and starts over."""
     port, websocket = address
     loop = asyncio.get_running_loop()
     while loop.time() < until:
@@ -359,14 +409,14 @@ async def staller(
             else:
                 await loop.sock_sendall(sock, f"roomAdd {room}\n".encode())
             seen.stalled += 1
-            await asyncio.sleep(min(rng.uniform(3.0, 8.0), max(0.0, until - loop.time())))
+            await asyncio.sleep(min(rng.uniform(4.0, 10.0), max(0.0, until - loop.time())))
         finally:
             sock.close()
 
 
 #: A TCP line and what its reply's error must contain.
 LINE_GARBAGE: list[tuple[bytes, str]] = [
-    (b"say flood-0 \xc3\x28 broken\n", "request is not valid UTF-8"),
+    (b"say spam-0 \xc3\x28 broken\n", "request is not valid UTF-8"),
     (b"{broken json\n", "invalid JSON request"),
     (b"[1,2,3]\n", "a JSON request must be an object"),
     (b"nonsense verb here\n", "unknown action or invalid apiVersion"),
