@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from attack_support import MAX_RSS, RssWatch
 
+from limits_support import MIB, new_client_is_served
 from support import LOOPBACK, LineClient, NodeProcess, start_node
 
 HERE = Path(__file__).parent
@@ -46,6 +48,8 @@ class Measured:
     seconds: float
     load: dict[str, Any] = field(default_factory=dict)
     busy: str | None = None  # why the machine was too busy to trust wall-clock numbers
+    rss_peak: int = 0  # the node's largest resident memory during the load, in bytes
+    served_after: bool = False  # a new client was served once the load was over
 
 
 def p99(samples: list[float]) -> float:
@@ -135,16 +139,17 @@ def trickled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Measured]:
                 for sock in trickling:
                     sock.send(b"y")
 
-        for sock in trickling:
-            sock.sendall(b"x" * 1_000_000)  # under max_data_length (1 MiB), never ended
-        settle = time.monotonic() + 1.0  # the node reads the 50 MB the kernel took meanwhile
-        while time.monotonic() < settle:
-            say_round_trip(honest)
-            time.sleep(PACE)
-        loop_held_ms(probe, reset=True)
-        threading.Thread(target=trickle, daemon=True).start()
-        during = round_trips(honest, 250)
-        held = loop_held_ms(probe)
+        with RssWatch(node) as rss:
+            for sock in trickling:
+                sock.sendall(b"x" * 1_000_000)  # under max_data_length (1 MiB), never ended
+            settle = time.monotonic() + 1.0  # the node reads the 50 MB the kernel took
+            while time.monotonic() < settle:
+                say_round_trip(honest)
+                time.sleep(PACE)
+            loop_held_ms(probe, reset=True)
+            threading.Thread(target=trickle, daemon=True).start()
+            during = round_trips(honest, 250)
+            held = loop_held_ms(probe)
         still_open = sum(not _closed(sock) for sock in trickling)
         yield Measured(
             before,
@@ -153,6 +158,8 @@ def trickled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Measured]:
             time.monotonic() - started,
             {"still_open": still_open},
             machine_too_busy(),
+            rss.peak,
+            new_client_is_served(node),
         )
     finally:
         stop.set()
@@ -187,6 +194,16 @@ def test_trickled_megabyte_partial_lines_keep_an_honest_clients_p99(trickled: Me
 
 
 @pytest.mark.timeout(60)
+def test_trickled_megabyte_partial_lines_keep_the_node_under_250_mb(trickled: Measured) -> None:
+    assert trickled.rss_peak < MAX_RSS, f"node RSS peaked at {trickled.rss_peak / MIB:.0f} MiB"
+
+
+@pytest.mark.timeout(60)
+def test_after_trickled_megabyte_partial_lines_new_clients_are_served(trickled: Measured) -> None:
+    assert trickled.served_after
+
+
+@pytest.mark.timeout(60)
 def test_the_trickling_clients_stay_connected_within_twenty_seconds(trickled: Measured) -> None:
     assert trickled.load["still_open"] == 50
     assert trickled.seconds < 20
@@ -213,15 +230,16 @@ def flood_while_measuring(node: NodeProcess, seconds: float, max_says: int) -> M
         assert ready and flood.stdout.readline().strip() == "ready"
         before = round_trips(honest, 100)
         loop_held_ms(probe, reset=True)
-        flood.stdin.write("go\n")
-        flood.stdin.flush()
-        during: list[float] = []
-        deadline = time.monotonic() + seconds + 30
-        while not select.select([flood.stdout], [], [], 0)[0]:
-            assert time.monotonic() < deadline, "the flood did not end"
-            during.append(say_round_trip(honest))
-            time.sleep(PACE)
-        held = loop_held_ms(probe)
+        with RssWatch(node) as rss:
+            flood.stdin.write("go\n")
+            flood.stdin.flush()
+            during: list[float] = []
+            deadline = time.monotonic() + seconds + 30
+            while not select.select([flood.stdout], [], [], 0)[0]:
+                assert time.monotonic() < deadline, "the flood did not end"
+                during.append(say_round_trip(honest))
+                time.sleep(PACE)
+            held = loop_held_ms(probe)
         counts = json.loads(flood.stdout.readline())
     finally:
         flood.stdin.close()
@@ -230,7 +248,9 @@ def flood_while_measuring(node: NodeProcess, seconds: float, max_says: int) -> M
         honest.close()
         probe.close()
     busy = machine_too_busy()
-    return Measured(before, during, held, time.monotonic() - started, counts, busy)
+    served = new_client_is_served(node)
+    seconds_taken = time.monotonic() - started
+    return Measured(before, during, held, seconds_taken, counts, busy, rss.peak, served)
 
 
 @pytest.fixture(scope="module")
@@ -292,3 +312,18 @@ def test_a_rate_limited_say_flood_does_not_hold_the_event_loop(
 def test_a_rate_limited_say_flood_keeps_an_honest_clients_p99(rate_limited_flood: Measured) -> None:
     # 50 ms (or 3x the quiet p99) is the target; 100 ms keeps a shared 2-core CI machine green.
     assert_honest_p99_kept(rate_limited_flood, floor=0.100)
+
+
+@pytest.mark.timeout(120)
+def test_say_floods_keep_the_node_under_250_mb(
+    unlimited_flood: Measured, rate_limited_flood: Measured
+) -> None:
+    for flood in (unlimited_flood, rate_limited_flood):
+        assert flood.rss_peak < MAX_RSS, f"node RSS peaked at {flood.rss_peak / MIB:.0f} MiB"
+
+
+@pytest.mark.timeout(120)
+def test_after_say_floods_new_clients_are_served(
+    unlimited_flood: Measured, rate_limited_flood: Measured
+) -> None:
+    assert unlimited_flood.served_after and rate_limited_flood.served_after

@@ -1,5 +1,6 @@
-"""Actions the load tests call to look inside a node: the event loop's worst lag, and
-HTTP calls held open on purpose."""
+"""Actions the load tests call to look inside a node: the event loop's worst lag, HTTP
+calls held open on purpose, every room's member counts, the open connections, and
+rooms made in bulk."""
 
 from __future__ import annotations
 
@@ -82,6 +83,45 @@ class Release(Action):
     async def run(self, data: ActionData) -> None:
         RELEASE.set()
         data.response["released"] = HELD["count"]
+
+
+class RoomCounts(Action):
+    name = "roomCounts"
+    description = "Every room's member count in the store and in this node's room index."
+
+    async def run(self, data: ActionData) -> None:
+        chat = data.api.chat_room
+        counts = {}
+        for room in await chat.list():
+            status = await chat.room_status(room)
+            counts[room] = {
+                "stored": status["membersCount"],
+                "indexed": len(chat.index.members(room)),
+            }
+        data.response["rooms"] = counts
+
+
+class OpenConnections(Action):
+    name = "openConnections"
+    description = "The details of every connection this node has open, with its type."
+
+    async def run(self, data: ActionData) -> None:
+        data.response["connections"] = [
+            {**connection.details(), "type": connection.type} for connection in data.api.connections
+        ]
+
+
+class CreateRooms(Action):
+    name = "createRooms"
+    description = "Creates rooms prefix-0 .. prefix-(count-1) through the chat-room API."
+    inputs = {"prefix": {"required": True}, "count": {"required": True}}
+
+    async def run(self, data: ActionData) -> None:
+        prefix, count = str(data.params["prefix"]), int(data.params["count"])
+        created = 0
+        for number in range(count):
+            created += await data.api.chat_room.add(f"{prefix}-{number}")
+        data.response["created"] = created
 
 
 async def initialize(api) -> None:  # type: ignore[no-untyped-def]
