@@ -376,7 +376,56 @@ class WSClient(WSListener, Client):
             self.transport.disconnect(graceful=False)
 
 
-class LeanWSClient(asyncio.Protocol, Client):
+class TCPClient(asyncio.Protocol, Client):
+    def __init__(self, dialect: Dialect, sampled: bool) -> None:
+        self.init_client(dialect, sampled)
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        for frame in self.dialect.open_frames():
+            transport.write(frame)
+
+    def data_received(self, data: bytes) -> None:
+        if self.buffer:
+            data = self.buffer + data
+        lines = data.split(b"\r\n")
+        self.buffer = lines.pop()
+        now = None
+        for line in lines:
+            if MARK in line:
+                self.delivered += 1
+                if self.sampled:
+                    if now is None:
+                        now = MONO()
+                    RECORDER.record(line, now)
+            elif line:
+                self.handle(line)
+
+    def connection_lost(self, exc) -> None:
+        self.lost()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def pause(self) -> None:
+        if self.transport is not None:
+            _shrink_rcvbuf(self.transport)
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and not self.closed:
+            _shrink_rcvbuf(self.transport, RESUME_RCVBUF)
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+
+class LeanWSClient(TCPClient):
     """A WebSocket client written straight on an asyncio protocol: one prebuilt upgrade
     request, the 101 checked by its status line, unmasked server frames parsed in place,
     client frames masked with the all-zero key (a valid key, so no XOR pass).
@@ -385,10 +434,8 @@ class LeanWSClient(asyncio.Protocol, Client):
     what the connections scenario measures (``--ws-client lean``)."""
 
     def __init__(self, dialect: Dialect, sampled: bool, request: bytes) -> None:
-        self.init_client(dialect, sampled)
-        self.transport: asyncio.Transport | None = None
+        super().__init__(dialect, sampled)
         self.request = request
-        self.buffer = b""
         self.upgraded = False
 
     def connection_made(self, transport) -> None:
@@ -457,26 +504,9 @@ class LeanWSClient(asyncio.Protocol, Client):
             head = bytes((first, 0xFF)) + n.to_bytes(8, "big")
         self.transport.write(head + b"\0\0\0\0" + data)
 
-    def connection_lost(self, exc) -> None:
-        self.lost()
-
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self._send(0x81, data)
-
-    def pause(self) -> None:
-        if self.transport is not None:
-            _shrink_rcvbuf(self.transport)
-            self.transport.pause_reading()
-
-    def resume(self) -> None:
-        if self.transport is not None and not self.closed:
-            _shrink_rcvbuf(self.transport, RESUME_RCVBUF)
-            self.transport.resume_reading()
-
-    def close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.abort()
 
 
 def upgrade_request(host: str, port: int, path: str) -> bytes:
@@ -487,55 +517,6 @@ def upgrade_request(host: str, port: int, path: str) -> bytes:
         "Connection: Upgrade\r\nSec-WebSocket-Key: cm9vbWNhc3QtYmVuY2gtMQ==\r\n"
         "Sec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
-
-
-class TCPClient(asyncio.Protocol, Client):
-    def __init__(self, dialect: Dialect, sampled: bool) -> None:
-        self.init_client(dialect, sampled)
-        self.transport: asyncio.Transport | None = None
-        self.buffer = b""
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        for frame in self.dialect.open_frames():
-            transport.write(frame)
-
-    def data_received(self, data: bytes) -> None:
-        if self.buffer:
-            data = self.buffer + data
-        lines = data.split(b"\r\n")
-        self.buffer = lines.pop()
-        now = None
-        for line in lines:
-            if MARK in line:
-                self.delivered += 1
-                if self.sampled:
-                    if now is None:
-                        now = MONO()
-                    RECORDER.record(line, now)
-            elif line:
-                self.handle(line)
-
-    def connection_lost(self, exc) -> None:
-        self.lost()
-
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
-
-    def pause(self) -> None:
-        if self.transport is not None:
-            _shrink_rcvbuf(self.transport)
-            self.transport.pause_reading()
-
-    def resume(self) -> None:
-        if self.transport is not None and not self.closed:
-            _shrink_rcvbuf(self.transport, RESUME_RCVBUF)
-            self.transport.resume_reading()
-
-    def close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.abort()
 
 
 # --- the worker ---------------------------------------------------------------------------
