@@ -3,14 +3,17 @@ the open-file watch, origin comparison and the refusal responses."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from roomcast.config import LimitsSettings
 from roomcast.protocol.origins import OriginPolicy, normalize_origin
 from roomcast.protocol.websocket_handshake import refusal
-from roomcast.servers.admission import Admission, OpenFiles, count_open_files
+from roomcast.servers.admission import Admission, OpenFiles
 
 
 class Clock:
@@ -158,18 +161,29 @@ def test_the_503_refusal_is_a_complete_response_that_closes_the_connection() -> 
     )
 
 
+_COUNT_IN_A_FRESH_PROCESS = """
+import json, os
+from roomcast.servers.admission import count_open_files
+before = count_open_files()
+files = [open(os.devnull) for _ in range(50)]
+during, listed = count_open_files(), len(os.listdir("/proc/self/fd")) - 1
+for file in files:
+    file.close()
+print(json.dumps([before, during, listed, count_open_files()]))
+"""
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 def test_the_open_file_count_follows_descriptors_opened_and_closed() -> None:
-    before = count_open_files()
-    assert before is not None
-    files = [open(os.devnull) for _ in range(50)]  # noqa: SIM115 - closed below
-    try:
-        during = count_open_files()
-        assert during is not None
-        listed = len(os.listdir("/proc/self/fd")) - 1
-        assert during == listed
-        assert during - before == 50
-    finally:
-        for file in files:
-            file.close()
-    assert count_open_files() == before
+    # In a process of its own: no other thread opens or closes files meanwhile.
+    out = subprocess.run(
+        [sys.executable, "-c", _COUNT_IN_A_FRESH_PROCESS],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    before, during, listed, after = json.loads(out.stdout)
+    assert during == listed
+    assert during - before == 50
+    assert after == before

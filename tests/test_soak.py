@@ -152,7 +152,14 @@ async def soak(node: NodeProcess, result: Soaked) -> None:
     for session in kept:
         for room in session.joined:
             result.expected_rooms[room] = result.expected_rooms.get(room, 0) + 1
-    result.status_kept = await asyncio.to_thread(api_status, node)
+    # Clients that just went (a dropped staller, a garbage sender) may still be closing on
+    # the node's side: the count settles within moments, a leak never does.
+    settle_by = time.monotonic() + 10
+    while True:
+        result.status_kept = await asyncio.to_thread(api_status, node)
+        if result.status_kept["connections"] <= len(kept) + 1 or time.monotonic() > settle_by:
+            break
+        await asyncio.sleep(0.2)
     result.rooms_kept = await asyncio.to_thread(room_counts, node)
     for session in kept:
         await session.close()
