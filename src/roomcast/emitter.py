@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis
@@ -171,6 +171,29 @@ def _sync_client(url: str, redis_cluster: bool) -> Any:
     return redis.RedisCluster.from_url(url) if redis_cluster else redis.Redis.from_url(url)
 
 
+def _connected(
+    client: Callable[[str, bool], Any],
+    redis_url: str,
+    server_token: str,
+    key_prefix: str,
+    redis_cluster: bool,
+    pubsub_url: str | None,
+    history_size: int,
+    history_ttl: float,
+    history_rooms: Iterable[str],
+) -> tuple[_Messages, Any, Any, Any]:
+    """What both emitters hold, with ``client`` (sync or async) making the Redis clients:
+    the message builder, the store client, the pub/sub client and the history script
+    (None when no room keeps history)."""
+    separate = _separate(redis_url, pubsub_url)
+    policy = HistoryPolicy(history_size, history_ttl, list(history_rooms))
+    messages = _Messages(server_token, key_prefix, redis_cluster, policy, separate_pubsub=separate)
+    store = client(redis_url, redis_cluster)
+    pubsub = client(pubsub_url, redis_cluster) if separate and pubsub_url is not None else store
+    append = store.register_script(APPEND_SCRIPT) if history_size else None
+    return messages, store, pubsub, append
+
+
 def _names(raw: Any) -> list[str]:
     return sorted(n.decode() if isinstance(n, bytes) else n for n in raw)
 
@@ -198,18 +221,17 @@ class Emitter:
         history_ttl: float = DEFAULT_HISTORY_TTL,
         history_rooms: Iterable[str] = DEFAULT_HISTORY_ROOMS,
     ) -> None:
-        separate = _separate(redis_url, pubsub_url)
-        policy = HistoryPolicy(history_size, history_ttl, list(history_rooms))
-        self._messages = _Messages(
-            server_token, key_prefix, redis_cluster, policy, separate_pubsub=separate
+        self._messages, self._redis, self._pubsub, self._append = _connected(
+            _async_client,
+            redis_url,
+            server_token,
+            key_prefix,
+            redis_cluster,
+            pubsub_url,
+            history_size,
+            history_ttl,
+            history_rooms,
         )
-        self._redis: Any = _async_client(redis_url, redis_cluster)
-        self._pubsub: Any = (
-            _async_client(pubsub_url, redis_cluster)
-            if separate and pubsub_url is not None
-            else self._redis
-        )
-        self._append: Any = self._redis.register_script(APPEND_SCRIPT) if history_size else None
 
     @classmethod
     def from_config(cls, config: Config) -> Emitter:
@@ -273,18 +295,17 @@ class SyncEmitter:
         history_ttl: float = DEFAULT_HISTORY_TTL,
         history_rooms: Iterable[str] = DEFAULT_HISTORY_ROOMS,
     ) -> None:
-        separate = _separate(redis_url, pubsub_url)
-        policy = HistoryPolicy(history_size, history_ttl, list(history_rooms))
-        self._messages = _Messages(
-            server_token, key_prefix, redis_cluster, policy, separate_pubsub=separate
+        self._messages, self._redis, self._pubsub, self._append = _connected(
+            _sync_client,
+            redis_url,
+            server_token,
+            key_prefix,
+            redis_cluster,
+            pubsub_url,
+            history_size,
+            history_ttl,
+            history_rooms,
         )
-        self._redis: Any = _sync_client(redis_url, redis_cluster)
-        self._pubsub: Any = (
-            _sync_client(pubsub_url, redis_cluster)
-            if separate and pubsub_url is not None
-            else self._redis
-        )
-        self._append: Any = self._redis.register_script(APPEND_SCRIPT) if history_size else None
 
     @classmethod
     def from_config(cls, config: Config) -> SyncEmitter:

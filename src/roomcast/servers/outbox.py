@@ -51,11 +51,7 @@ class Outbox:
 
     def flush(self) -> None:
         waiting, self.waiting = self.waiting, []
-        for connection in waiting:
-            try:
-                connection.flush()
-            except Exception:  # one broken connection must not leave the others unflushed
-                log.exception("flushing %s failed", connection.id)
+        _flush_each(waiting)
 
 
 class DelayedOutbox(Outbox):
@@ -93,11 +89,15 @@ class DelayedOutbox(Outbox):
 
     def _flush_bucket(self, bucket: list[Flushable]) -> None:
         self._close(bucket)  # both timers may be due in the same iteration, in either order
-        for connection in bucket:
-            try:
-                connection.flush()
-            except Exception:  # one broken connection must not leave the others unflushed
-                log.exception("flushing %s failed", connection.id)
+        _flush_each(bucket)
+
+
+def _flush_each(connections: list[Flushable]) -> None:
+    for connection in connections:
+        try:
+            connection.flush()
+        except Exception:  # one broken connection must not leave the others unflushed
+            log.exception("flushing %s failed", connection.id)
 
 
 def outboxes_for(tick: Outbox, *delays_ms: float) -> list[Outbox]:
