@@ -1,7 +1,6 @@
 """Attacks on a real node, each bounded in time: while it lasts, honest clients' p99 stays
-within 50 ms (or 3x their p99 just before; the test of 600 members that stop reading
-says why it allows more), the node stays under 250 MB of memory, and it serves new
-clients afterwards. The p99 is checked last, and skipped (with the
+within 50 ms (or 3x their p99 just before), the node stays under 250 MB of memory, and
+it serves new clients afterwards. The p99 is checked last, and skipped (with the
 numbers) on a machine too overloaded to measure wall-clock latency."""
 
 from __future__ import annotations
@@ -94,10 +93,7 @@ def test_members_that_stop_reading_are_dropped_without_hurting_an_honest_chat() 
             wait_until(lambda: listener.heard == honest.count, message="listener heard all")
             assert room_members(honest) == 2
             assert new_client_is_served(node)
-            # Not the 50 ms of the goal: each message is written to 600 members (the node's
-            # loop is held some 50 ms of CPU per message then), and an honest p99 of 30 to
-            # 110 ms was seen on a shared 2-core machine; 200 ms is what holds there.
-            check_honest_latency(before, during, floor=0.200)
+            check_honest_latency(before, during)
         finally:
             for sock in stalled:
                 sock.close()

@@ -1,7 +1,8 @@
 """More attacks on a real node, each bounded in time (the attack itself runs in a process
 of its own): while it lasts, an honest member's p99 stays within 50 ms (or 3x its p99
-just before; the two megabyte attacks say why they allow more), the node stays under
-250 MB of memory, and it serves new clients after.
+just before), the node stays under 250 MB of memory, and it serves new clients after. In
+the two megabyte attacks the node's event loop is also never held for more than 20 ms of
+CPU at once.
 
 Two nodes are shared: one with every limit at its default on the embedded store, one on
 a Redis holding a hundred thousand rooms. Both run the probe actions of ``load_actions``,
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from attack_support import (
+    MAX_HELD_MS,
     MAX_RSS,
     PROBES,
     attack_process,
@@ -76,7 +78,7 @@ def crowded() -> Iterator[tuple[NodeProcess, RedisProcess]]:
 
 
 @pytest.mark.timeout(60)
-def test_megabyte_says_of_control_bytes_to_300_members_are_refused_keeping_p99_rss_and_service(
+def test_megabyte_says_of_control_bytes_to_300_members_are_refused_keeping_loop_p99_rss_and_service(
     plain_node: NodeProcess,
 ) -> None:
     raise_own_file_limit(1000)
@@ -93,18 +95,14 @@ def test_megabyte_says_of_control_bytes_to_300_members_are_refused_keeping_p99_r
         assert closed == 0
         assert attacked.rss_peak < MAX_RSS, f"node RSS peaked at {attacked.rss_peak / MIB:.0f} MiB"
         assert new_client_is_served(plain_node)
-        # Not the 50 ms of the goal: each megabyte say holds the node's loop some 30 ms of
-        # CPU (45 under coverage) while it is read and measured, and an honest p99 of
-        # 90-140 ms was seen on a shared 2-core machine; 200 ms is what holds there.
-        check_honest_latency(
-            attacked.before, attacked.during, floor=0.200, held_ms=attacked.held_ms
-        )
+        assert attacked.held_ms < MAX_HELD_MS, f"the loop was held {attacked.held_ms} ms"
+        check_honest_latency(attacked.before, attacked.during, held_ms=attacked.held_ms)
     finally:
         honest.close()
 
 
 @pytest.mark.timeout(60)
-def test_500_megabyte_param_adds_are_refused_keeping_details_small_p99_rss_and_service(
+def test_500_megabyte_param_adds_are_refused_keeping_details_small_loop_p99_rss_and_service(
     plain_node: NodeProcess,
 ) -> None:
     honest = HonestMember(plain_node)
@@ -116,12 +114,8 @@ def test_500_megabyte_param_adds_are_refused_keeping_details_small_p99_rss_and_s
         assert len(details) < 1024 and json.loads(details)["data"]["params"] == {}
         assert attacked.rss_peak < MAX_RSS, f"node RSS peaked at {attacked.rss_peak / MIB:.0f} MiB"
         assert new_client_is_served(plain_node)
-        # Not the 50 ms of the goal: reading each megabyte line holds the node's loop some
-        # 20 ms of CPU (40 under coverage), and an honest p99 of 90-100 ms was seen on a
-        # shared 2-core machine; 150 ms is what holds there.
-        check_honest_latency(
-            attacked.before, attacked.during, floor=0.150, held_ms=attacked.held_ms
-        )
+        assert attacked.held_ms < MAX_HELD_MS, f"the loop was held {attacked.held_ms} ms"
+        check_honest_latency(attacked.before, attacked.during, held_ms=attacked.held_ms)
     finally:
         honest.close()
 

@@ -278,7 +278,8 @@ def test_an_unlimited_say_flood_is_delivered_to_every_member(unlimited_flood: Me
     counts = unlimited_flood.load
     assert counts["ok"] == counts["sent"] == 1500, counts  # 751,500 deliveries
     assert counts["closed"] == 0, counts
-    assert len(unlimited_flood.during) >= 20, counts  # the honest client measured during it
+    # the honest client measured during it (on a quiet machine the flood lasts about 0.5 s)
+    assert len(unlimited_flood.during) >= 10, counts
 
 
 @pytest.mark.timeout(120)

@@ -8,7 +8,10 @@ import random
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from roomcast import jsonwire
 from roomcast.chat.errors import (
     InvalidRoomName,
     MessageTooLong,
@@ -19,7 +22,7 @@ from roomcast.chat.errors import (
 )
 from roomcast.chat.names import validate_room_name
 from roomcast.connection import JoinedRooms
-from roomcast.limits import TokenBucket, encoded_size_over, params_error
+from roomcast.limits import TokenBucket, encoded_size_over, encoded_str_size, params_error
 from roomcast.protocol.socket_lines import Line, LineSplitter, TooLong
 
 # room names -----------------------------------------------------------------------------
@@ -127,6 +130,33 @@ def test_encoded_size_within_the_limit_is_none() -> None:
 
 def test_encoded_size_over_counts_utf8_bytes() -> None:
     assert encoded_size_over("é" * 100, 150) == 202
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200), st.integers(0, 400))
+def test_encoded_size_over_agrees_with_the_encoder(text: str, limit: int) -> None:
+    size = len(jsonwire.dumps(text))
+    assert encoded_size_over(text, limit) == (size if size > limit else None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200), st.integers(1, 8))
+def test_a_string_measured_a_chunk_at_a_time_then_counted_has_its_encoded_size(
+    text: str, chunk_length: int
+) -> None:
+    assert encoded_str_size(text, chunk_length) == len(jsonwire.dumps(text))
+
+
+def test_a_megabyte_of_escapes_is_counted_after_its_first_chunk() -> None:
+    for text in ("\x01" * 1_000_000, "\n" * 1_000_000, "a" * 70_000 + '"' * 1_000_000):
+        assert encoded_size_over(text, 65536) == len(jsonwire.dumps(text))
+
+
+def test_encoded_size_over_a_string_that_is_not_utf8_fails_as_encoding_it_does() -> None:
+    with pytest.raises(TypeError):
+        jsonwire.dumps("\ud800" * 10)
+    with pytest.raises(TypeError):
+        encoded_size_over("\ud800" * 10, 5)
 
 
 def test_params_within_the_limits_pass() -> None:

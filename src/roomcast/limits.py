@@ -43,16 +43,54 @@ class TokenBucket:
         return True
 
 
+#: What JSON escapes: the control characters, ``"`` and ``\``. Seven take two bytes
+#: (``\"``, ``\\``, ``\b``, ``\t``, ``\n``, ``\f``, ``\r``), the other control
+#: characters six (``\u0001``).
+_ESCAPED = bytes(range(32)) + b'"\\'
+_SHORT_ESCAPES = b'"\\\b\t\n\f\r'
+_NOT_ESCAPED = bytes(sorted(set(range(256)) - set(_ESCAPED)))
+
+
+#: Characters of a long string encoded at a time while its size is measured.
+_CHUNK = 65536
+
+
 def encoded_size_over(value: Any, limit: int) -> int | None:
     """The JSON-encoded size of ``value`` in bytes when it is over ``limit``, else None.
 
     A string of n characters encodes to at most 6n + 2 bytes (``\\u0001`` is the longest
-    escape), so a short one is not encoded at all; anything else is encoded once.
+    escape), so a short one is not encoded at all; a long one is measured without
+    encoding much of it (:func:`encoded_str_size`). Anything else is encoded once.
     """
-    if isinstance(value, str) and 6 * len(value) + 2 <= limit:
-        return None
-    size = len(jsonwire.dumps(value))
+    if isinstance(value, str):
+        if 6 * len(value) + 2 <= limit:
+            return None
+        size = encoded_str_size(value)
+    else:
+        size = len(jsonwire.dumps(value))
     return size if size > limit else None
+
+
+def encoded_str_size(text: str, chunk_length: int = _CHUNK) -> int:
+    """``len(jsonwire.dumps(text))`` at a bounded cost.
+
+    The encoder is quick on plain text but spends some 6 ms on a megabyte of control
+    characters, so the string is encoded a chunk at a time; from the first chunk with
+    many escapes on (a quarter of its characters or more, or non-ASCII text) the rest is
+    counted instead, with two byte translations: under 2 ms a megabyte whatever it holds.
+    Raises as the encoder does on a string that is not valid UTF-8.
+    """
+    size = 2
+    for start in range(0, len(text), chunk_length):
+        chunk = text[start : start + chunk_length]
+        encoded = len(jsonwire.dumps(chunk)) - 2
+        size += encoded
+        if 4 * encoded >= 5 * len(chunk):
+            raw = text[start + chunk_length :].encode()
+            escaped = raw.translate(None, _NOT_ESCAPED)
+            short = len(escaped) - len(escaped.translate(None, _SHORT_ESCAPES))
+            return size + len(raw) + short + 5 * (len(escaped) - short)
+    return size
 
 
 def too_many_params(limit: int) -> str:

@@ -34,6 +34,9 @@ from limits_support import (
 from support import LOOPBACK, LineClient, NodeProcess
 
 MAX_RSS = 250 * MIB
+#: The most CPU time (ms) the node's event loop may be held at once during a megabyte
+#: attack: a few milliseconds per read or request, never the whole of a client's backlog.
+MAX_HELD_MS = 20.0
 ATTACK_TIMEOUT = 20.0
 PROBES = Path(__file__).parent.parent / "load_actions"
 

@@ -4,7 +4,8 @@ The socket and WebSocket protocols share this: parsed requests wait in a short l
 a task answers them one after another. The task exists only while there is work, so an
 idle client costs no task, and reading pauses while too many requests wait. A client with
 many requests queued hands the event loop back every ``TIME_SLICE`` seconds, so other
-clients are served while it is.
+clients are served while it is, and one that sends faster than it is answered gets one
+large read per loop iteration (:meth:`OrderedRequests.large_read`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ log = logging.getLogger("roomcast.servers")
 MAX_QUEUED = 256  # requests waiting per connection before we stop reading from it
 #: Seconds one client's worker may run its queued requests before it lets others run.
 TIME_SLICE = 0.002
+#: Bytes of a read that counts as large (see :meth:`OrderedRequests.large_read`).
+LARGE_READ = 4096
 
 
 class OrderedRequests(asyncio.Protocol):
     """Base of a client protocol: ``accept`` queues a request, ``process`` answers one."""
 
-    __slots__ = ("_paused", "_queue", "_worker")
+    __slots__ = ("_burst_paused", "_bursting", "_paused", "_queue", "_worker")
 
     api: Api
     connection: Any  # the transport's Connection subclass
@@ -40,6 +43,8 @@ class OrderedRequests(asyncio.Protocol):
         self._queue: list[tuple[int, Any]] = []  # at most MAX_QUEUED (+ one read) long
         self._paused = False
         self._worker: asyncio.Task[None] | None = None
+        self._bursting = False  # a large read was taken in this loop iteration
+        self._burst_paused = False
 
     def register(self, connection: Connection) -> None:
         """Track the new client: at once when no create middleware must run, else in the
@@ -67,6 +72,29 @@ class OrderedRequests(asyncio.Protocol):
         if not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
+
+    def large_read(self) -> None:
+        """Count a read of more than ``LARGE_READ`` bytes (call it before parsing one).
+
+        The first of a loop iteration goes ahead; a second pauses reading until the
+        iteration's other callbacks have run. uvloop reads a socket up to 32 times in one
+        callback, so a client with megabytes in flight would otherwise be read (and its
+        lines cut and decoded) for tens of milliseconds while every other client waits.
+        Small reads, all an interactive client makes, never come here.
+        """
+        if not self._bursting:
+            self._bursting = True
+            asyncio.get_running_loop().call_soon(self._end_burst)
+        elif not self._burst_paused and self._transport is not None:
+            self._burst_paused = True
+            self._transport.pause_reading()
+
+    def _end_burst(self) -> None:
+        self._bursting = False
+        if self._burst_paused:
+            self._burst_paused = False
+            if not self._paused and self._transport is not None:
+                self._transport.resume_reading()
 
     def backlogged(self) -> bool:
         """Whether bytes already read wait to be parsed (subclasses that parse lazily)."""
@@ -114,7 +142,7 @@ class OrderedRequests(asyncio.Protocol):
                     waiting = len(queue)
                 if self._paused and waiting < MAX_QUEUED // 2 and not self.backlogged():
                     self._paused = False
-                    if self._transport is not None:
+                    if self._transport is not None and not self._burst_paused:
                         self._transport.resume_reading()
                 # Requests that never await I/O (a say on the embedded store) would
                 # otherwise hold the loop for the whole queue; one request alone pays

@@ -24,7 +24,7 @@ from roomcast.protocol.socket_lines import (
     TooLong,
     parse_line,
 )
-from roomcast.servers.ordered import MAX_QUEUED, OrderedRequests
+from roomcast.servers.ordered import LARGE_READ, MAX_QUEUED, OrderedRequests
 from roomcast.servers.stream_connection import StreamConnection, limit_kernel_send_buffer
 
 if TYPE_CHECKING:
@@ -42,6 +42,17 @@ _BUSY = jsonwire.dumps(replies.refused(replies.BUSY)) + b"\r\n"
 _IDLE_STEPS = 4
 #: Idle clients closed per loop iteration.
 _CLOSES_PER_TICK = 16
+
+
+def _line_end(data: bytes, start: int) -> int:
+    """Just past the first ``\\n`` or ``\\r`` at or after ``start``, or the length of
+    ``data`` when there is none: two memchr scans, no copy."""
+    newline = data.find(b"\n", start)
+    stop = len(data) if newline < 0 else newline
+    ret = data.find(b"\r", start, stop)
+    if ret >= 0:
+        return ret + 1
+    return len(data) if newline < 0 else newline + 1
 
 
 @functools.lru_cache(maxsize=8)
@@ -85,6 +96,7 @@ class SocketProtocol(OrderedRequests):
 
     # Slots and a plain list keep an idle client to a few hundred bytes of Python objects.
     __slots__ = (
+        "_parsed_to",
         "_splitter",
         "_transport",
         "_unparsed",
@@ -101,7 +113,8 @@ class SocketProtocol(OrderedRequests):
         self.connection: SocketConnection | None = None
         self._splitter = LineSplitter(api.config.socket.max_data_length)
         self._transport: asyncio.Transport | None = None
-        self._unparsed: memoryview | None = None  # the rest of a read, parsed as we go
+        self._unparsed: bytes | None = None  # a read parsed as we go, from _parsed_to on
+        self._parsed_to = 0
         self._watched = watched
         #: Idle sweeps since the client last sent a byte.
         self.silent_steps = 0
@@ -132,13 +145,17 @@ class SocketProtocol(OrderedRequests):
         if connection is None or connection.destroyed:
             return
         self.silent_steps = 0
-        if self._unparsed is not None:  # read before the pause took effect: keep the order
-            self._unparsed = memoryview(bytes(self._unparsed) + data)
-        elif len(data) <= PARSE_SLICE:
+        unparsed = self._unparsed
+        if unparsed is None and len(data) <= PARSE_SLICE:
             self._parse(data)
             return
+        if len(data) > LARGE_READ:
+            self.large_read()
+        if unparsed is not None:  # read before the pause took effect: keep the order
+            self._unparsed = unparsed[self._parsed_to :] + data
         else:
-            self._unparsed = memoryview(data)
+            self._unparsed = data
+        self._parsed_to = 0
         self.refill()
 
     def backlogged(self) -> bool:
@@ -147,15 +164,20 @@ class SocketProtocol(OrderedRequests):
     def refill(self) -> None:
         """Parse slices of the unparsed bytes until enough requests wait or none is left;
         reading stays paused while some are left."""
-        view = self._unparsed
-        if view is None:
+        data = self._unparsed
+        if data is None:
             return
-        at, size = 0, len(view)
+        at, size = self._parsed_to, len(data)
         while at < size and len(self._queue) < MAX_QUEUED:
-            self._parse(bytes(view[at : at + PARSE_SLICE]))
-            at += PARSE_SLICE
+            # A slice of short lines, or the whole of a long one (to its end, or to the
+            # end of the read): a megabyte line costs a few splitter calls, not hundreds.
+            end = at + PARSE_SLICE
+            if end < size and data.find(b"\n", at, end) < 0 and data.find(b"\r", at, end) < 0:
+                end = _line_end(data, end)
+            self._parse(data[at:end])
+            at = end
         if at < size:
-            self._unparsed = view[at:]
+            self._parsed_to = at
             self.pause_reading()
         else:
             self._unparsed = None

@@ -43,7 +43,7 @@ from roomcast.protocol.websocket import (
     TextMessage,
 )
 from roomcast.protocol.websocket_handshake import DeflateParameters
-from roomcast.servers.ordered import OrderedRequests
+from roomcast.servers.ordered import LARGE_READ, OrderedRequests
 from roomcast.servers.stream_connection import StreamConnection
 
 if TYPE_CHECKING:
@@ -210,6 +210,8 @@ class WebSocketProtocol(OrderedRequests):
         if connection.destroyed:
             return
         self._heard = True
+        if len(data) > LARGE_READ:
+            self.large_read()
         websocket = self.websocket
         websocket.receive_data(data)
         for event in websocket.events_received():
