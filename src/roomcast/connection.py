@@ -75,9 +75,10 @@ class JoinedRooms(list[str]):
     SMALL = 8
 
     def __init__(self, rooms: Iterable[str] = ()) -> None:
-        super().__init__()
+        # list.__new__ made the list empty already: list.__init__ has nothing to do
         self._index: dict[str, None] | None = None
-        self.extend(rooms)
+        if rooms:
+            self.extend(rooms)
 
     def __contains__(self, room: object) -> bool:
         index = self._index
@@ -85,13 +86,15 @@ class JoinedRooms(list[str]):
 
     def append(self, room: str) -> None:
         """Add ``room`` last, unless it is there already."""
-        if room in self:
-            return
-        list.append(self, room)
-        if self._index is not None:
-            self._index[room] = None
-        elif len(self) > self.SMALL:
-            self._index = dict.fromkeys(self)
+        index = self._index
+        if index is not None:
+            if room not in index:
+                list.append(self, room)
+                index[room] = None
+        elif not list.__contains__(self, room):
+            list.append(self, room)
+            if len(self) > self.SMALL:
+                self._index = dict.fromkeys(self)
 
     def extend(self, rooms: Iterable[str]) -> None:
         for room in rooms:
@@ -372,7 +375,8 @@ class Connections:
         connection.state = OPEN
         self._by_id[connection.id] = connection
         self._by_type[connection.type] = self._by_type.get(connection.type, 0) + 1
-        log.debug("connection %r opened", connection)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("connection %r opened", connection)
 
     async def register(self, connection: Connection) -> None:
         """Run create middleware, then open and track ``connection``.
@@ -438,7 +442,8 @@ class Connections:
             connection.goodbye()
             connection.close_transport()
             connection.state = CLOSED
-            log.debug("connection %r closed", connection)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("connection %r closed", connection)
 
     async def _run_destroy_hooks(self, connection: Connection) -> None:
         for middleware in self._middleware:

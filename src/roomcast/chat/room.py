@@ -380,7 +380,8 @@ class ChatRoom:
         finally:
             gate.leave()
         self.stats.joins += 1
-        log.debug("%s joined %s", connection.id, room)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s joined %s", connection.id, room)
         if self.presence_events:
             shown = self.sanitize_member_details(details)
             shown["id"] = connection.id
@@ -440,7 +441,8 @@ class ChatRoom:
         finally:
             gate.leave()
         self.stats.leaves += 1
-        log.debug("%s left %s", connection.id, room)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s left %s", connection.id, room)
         if self.presence_events:
             await self._announce(room, leave_event(room, connection.id, now_ms()))
 
@@ -490,7 +492,8 @@ class ChatRoom:
         finally:
             gate.leave()
         self.stats.leaves += len(rooms)
-        log.debug("%s left %s", connection.id, ", ".join(rooms))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s left %s", connection.id, ", ".join(rooms))
         if self.presence_events:
             at = now_ms()
             for room in rooms:
