@@ -27,6 +27,7 @@ from limits_support import (
     MIB,
     WELCOME_LINE,
     HonestMember,
+    new_client_is_served,
     node_rss,
     p99,
     time_round_trips,
@@ -52,6 +53,15 @@ class Attacked:
     rss_peak: int
     held_ms: float
     outcome: Any
+
+    def check_node_kept_up(self, node: NodeProcess, max_held_ms: float | None = None) -> None:
+        """The node stayed under ``MAX_RSS``, serves a new client, held its loop under
+        ``max_held_ms`` (when given), and kept the honest p99 (checked last: it may skip)."""
+        assert self.rss_peak < MAX_RSS, f"node RSS peaked at {self.rss_peak / MIB:.0f} MiB"
+        assert new_client_is_served(node)
+        if max_held_ms is not None:
+            assert self.held_ms < max_held_ms, f"the loop was held {self.held_ms} ms"
+        check_honest_latency(self.before, self.during, held_ms=self.held_ms)
 
 
 def machine_too_busy() -> str | None:
