@@ -192,3 +192,44 @@ async def test_a_say_on_the_embedded_store_is_delivered_without_publishing(node:
         said = await member.wait_for(lambda m: isinstance(m, dict) and m.get("message") == "hello")
         assert said["room"] == room
         assert await listener.get_message(timeout=0.3) is None  # nothing went to the channel
+
+
+# no node index on the embedded store --------------------------------------------------------
+
+
+async def test_the_embedded_store_keeps_members_but_no_index_of_the_node_s_memberships(
+    node: TestNode,
+) -> None:
+    api = node.api
+    keys = api.cluster.keys
+    members = [await node.connect() for _ in range(3)]
+    for member in members:
+        await api.chat_room.add_member(member.id, "defaultRoom")
+    await api.chat_room.remove_member(members[0].id, "defaultRoom")
+    stored = await api.cluster.store.room_members("defaultRoom")
+    assert set(stored) == {members[1].id, members[2].id}
+    assert await api.redis.exists(keys.node_members(api.id)) == 0
+    await members[1].destroy()
+    assert set(await api.cluster.store.room_members("defaultRoom")) == {members[2].id}
+
+
+async def test_a_store_without_the_node_index_joins_leaves_and_reconciles() -> None:
+    embedded = connect(None)
+    store = Store(embedded, Keys("t:"), node_index=False)
+    try:
+        await asyncio.gather(
+            store.add_member("r", "a", "n1", {"id": "a"}),
+            store.add_member("r", "b", "n1", {"id": "b"}),
+            store.add_member("other", "b", "n1", {"id": "b"}),
+            store.remove_member("r", "a", "n1"),
+        )
+        await store.remove_memberships("b", "n1", ["other"])
+        assert await store.room_members("r") == {"b": {"id": "b"}}
+        assert await store.room_members("other") == {}
+        assert await store.node_memberships("n1") == set()
+        await embedded.flushall()  # an outage that lost everything: written back whole
+        assert await store.reconcile_node("n1", {"r"}, {("b", "r"): {"id": "b"}}) == 0
+        assert await store.room_members("r") == {"b": {"id": "b"}}
+        assert await store.node_memberships("n1") == set()
+    finally:
+        await embedded.aclose()

@@ -95,7 +95,7 @@ class Cluster:
                 watchdog_channel=self.keys.watchdog_channel(node_id),
                 watchdog_interval=watchdog_interval,
             )
-        self.store = Store(key_client, self.keys)
+        self.store = Store(key_client, self.keys, node_index=not self.embedded)
         # The history script publishes only where subscribers listen: on the key store
         # (on a Redis Cluster, to the room's shard channel, in the room's own slot).
         separate_pubsub = pubsub_url is not None and pubsub_url != redis_url

@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
@@ -79,9 +80,16 @@ return 0
 class Store:
     """Room and presence data in Redis; all methods are coroutines over one client."""
 
-    def __init__(self, redis: aioredis.Redis | RedisCluster, keys: Keys) -> None:
+    def __init__(
+        self, redis: aioredis.Redis | RedisCluster, keys: Keys, node_index: bool = True
+    ) -> None:
+        """``node_index=False`` (the embedded store) keeps no index of each node's
+        memberships: that index lets other nodes reap a node that died, and lets a node
+        mend what Redis lost in an outage, neither of which can happen to a store that
+        lives and dies inside its one node. It would cost a command per join and leave."""
         self.redis = redis
         self.keys = keys
+        self.node_index = node_index
         #: On a Redis Cluster: commands over several hash slots are split by slot.
         self.sharded = isinstance(redis, RedisCluster)
         if self.sharded != keys.cluster:
@@ -152,20 +160,20 @@ class Store:
         self, room: str, connection_id: str, node_id: str, details: dict[str, Any]
     ) -> None:
         """Store a membership; joins of one loop tick share one batched write (group commit)."""
-        await self._member_writes.submit(
-            (
-                ("HSET", self.keys.members(room), connection_id, jsonwire.dumps(details)),
-                ("SADD", self.keys.node_members(node_id), f"{connection_id} {room}"),
-            )
-        )
+        stored = ("HSET", self.keys.members(room), connection_id, jsonwire.dumps(details))
+        if not self.node_index:
+            await self._member_writes.submit((stored,))
+            return
+        indexed = ("SADD", self.keys.node_members(node_id), f"{connection_id} {room}")
+        await self._member_writes.submit((stored, indexed))
 
     async def remove_member(self, room: str, connection_id: str, node_id: str) -> None:
-        await self._member_writes.submit(
-            (
-                ("HDEL", self.keys.members(room), connection_id),
-                ("SREM", self.keys.node_members(node_id), f"{connection_id} {room}"),
-            )
-        )
+        removed = ("HDEL", self.keys.members(room), connection_id)
+        if not self.node_index:
+            await self._member_writes.submit((removed,))
+            return
+        unindexed = ("SREM", self.keys.node_members(node_id), f"{connection_id} {room}")
+        await self._member_writes.submit((removed, unindexed))
 
     async def remove_memberships(self, connection_id: str, node_id: str, rooms: list[str]) -> None:
         """Remove one connection from every room of ``rooms``, all in one batched write."""
@@ -174,13 +182,14 @@ class Store:
         commands: list[Command] = [
             ("HDEL", self.keys.members(room), connection_id) for room in rooms
         ]
-        commands.append(
-            (
-                "SREM",
-                self.keys.node_members(node_id),
-                *(f"{connection_id} {room}" for room in rooms),
+        if self.node_index:
+            commands.append(
+                (
+                    "SREM",
+                    self.keys.node_members(node_id),
+                    *(f"{connection_id} {room}" for room in rooms),
+                )
             )
-        )
         await self._member_writes.submit(tuple(commands))
 
     # presence ----------------------------------------------------------------------------
@@ -317,7 +326,8 @@ class Store:
                 pipe.srem(self.keys.node_members(node_id), f"{connection_id} {room}")
             for (connection_id, room), details in members.items():
                 pipe.hset(self.keys.members(room), connection_id, jsonwire.dumps(details))
-                pipe.sadd(self.keys.node_members(node_id), f"{connection_id} {room}")
+                if self.node_index:
+                    pipe.sadd(self.keys.node_members(node_id), f"{connection_id} {room}")
             await pipe.execute()
         return len(stale)
 
@@ -461,8 +471,11 @@ async def _send_batch(connection: AbstractConnection, commands: list[list[Any]])
 
     All replies are read before raising, so the connection stays in step for the next
     batch (redis-py closes it itself when a read fails or is cancelled halfway).
+    Commands are packed by hiredis, in C: redis-py's asyncio connection packs in Python,
+    which cost more than the embedded store's answer to a join.
     """
-    await connection.send_packed_command(connection.pack_commands(commands))
+    packed = b"".join([hiredis.pack_command(tuple(command)) for command in commands])
+    await connection.send_packed_command(packed)
     error: ResponseError | None = None
     replies: list[Any] = []
     for _ in commands:
