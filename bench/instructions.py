@@ -3,10 +3,12 @@ callgrind: a figure that other load on the machine does not move.
 
     python bench/instructions.py fanout --transport tcp --members 1000 --says 30
     python bench/instructions.py connect --transport ws --count 1000 [--close]
+    python bench/instructions.py connect --transport tcp --count 500 --redis
     PYTHONPATH=<other checkout>/src python bench/instructions.py ...   # the code to count
 
-A ``roomcast start`` process (embedded store, WebSocket pings off, whichever
-``roomcast`` the environment imports) runs under ``valgrind --tool=callgrind`` with
+A ``roomcast start`` process (embedded store, or with ``--redis`` a ``redis-server`` this
+script starts on a free loopback port; WebSocket pings off; whichever ``roomcast`` the
+environment imports) runs under ``valgrind --tool=callgrind`` with
 instrumentation off. Clients are plain blocking sockets in this process. Once they are
 set up (and warmed up), instrumentation is switched on for the measured work only, then
 for the same wall time with nothing to do: the node's idle timers over that time are
@@ -85,9 +87,25 @@ def join(transport: str, socket_port: int, web_port: int) -> socket.socket:
 class Node:
     """``roomcast start`` under callgrind, instrumentation off until asked."""
 
-    def __init__(self) -> None:
+    def __init__(self, redis: bool = False) -> None:
         self.folder = tempfile.mkdtemp(prefix="roomcast-instructions-")
         self.socket_port, self.web_port = free_port(), free_port()
+        self.redis: subprocess.Popen[bytes] | None = None
+        store: list[str] = []
+        if redis:  # only this node's work is counted: Redis runs outside valgrind
+            redis_port = free_port()
+            self.redis = subprocess.Popen(
+                ["redis-server", "--port", str(redis_port), "--bind", HOST, "--save", ""],
+                stdout=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 10
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection((HOST, redis_port)):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.1)
+            store = ["--redis-url", f"redis://{HOST}:{redis_port}/0"]
         # No WebSocket pings: these clients do not answer them, and the runs are long.
         with open(f"{self.folder}/node.toml", "w") as config:
             config.write("[web]\nheartbeat = 0\n")
@@ -106,6 +124,7 @@ class Node:
             str(self.socket_port),
             "--web-port",
             str(self.web_port),
+            *store,
         ]
         self.log = open(f"{self.folder}/node.log", "wb")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
@@ -151,6 +170,9 @@ class Node:
         self.process.kill()
         self.process.wait(30)
         self.log.close()
+        if self.redis is not None:
+            self.redis.kill()
+            self.redis.wait(30)
 
 
 def fanout(node: Node, transport: str, members: int, says: int, pace: float) -> dict[str, float]:
@@ -209,7 +231,11 @@ def connect(node: Node, transport: str, count: int, close: bool) -> dict[str, fl
     for _ in range(30):  # warm-up
         one()
     time.sleep(1.0)
-    busy, idle = node.count(lambda: [one() for _ in range(count)])
+    def measured() -> None:
+        for _ in range(count):
+            one()
+
+    busy, idle = node.count(measured)
     return {
         "connections": count,
         "busy": busy,
@@ -227,12 +253,15 @@ def main() -> None:
     parser.add_argument("--pace", type=float, default=0.4)
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--close", action="store_true")
+    parser.add_argument(
+        "--redis", action="store_true", help="a redis-server, not the embedded store"
+    )
     options = parser.parse_args()
     import resource
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    node = Node()
+    node = Node(redis=options.redis)
     try:
         if options.scenario == "fanout":
             result = fanout(node, options.transport, options.members, options.says, options.pace)
@@ -240,7 +269,8 @@ def main() -> None:
             result = connect(node, options.transport, options.count, options.close)
     finally:
         node.stop()
-    print({"scenario": options.scenario, "transport": options.transport, **result})
+    store = "redis" if options.redis else "embedded"
+    print({"scenario": options.scenario, "transport": options.transport, "store": store, **result})
 
 
 if __name__ == "__main__":

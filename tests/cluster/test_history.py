@@ -273,12 +273,15 @@ def test_recovery_needs_both_since_and_epoch(two_nodes: Cluster) -> None:
 
 
 def _write_until(client: ChatClient, stop: threading.Event, sent: list[int]) -> None:
+    """Say numbered messages until ``stop``, paced under the default ``say_rate`` (100 a
+    second): a node quick enough to answer a burst would otherwise refuse one."""
     deadline = time.monotonic() + 30
     for i in range(100_000):
         if stop.is_set() or time.monotonic() > deadline:
             return
         client.say(KEPT, f"w{i}")
         sent.append(i)
+        time.sleep(0.012)
 
 
 @pytest.mark.parametrize("node", ["a", "b"], ids=["same-node", "other-node"])

@@ -400,7 +400,7 @@ class GroupCommit:
         if connection is not None and self._pool is not None:
             await self._pool.release(connection)
 
-    async def _send(self, batch: list[list[Any]]) -> list[Any]:
+    async def _send(self, batch: list[Command]) -> list[Any]:
         connection = self._connection
         if connection is None:  # get_connection is untyped in redis-py
             assert self._pool is not None
@@ -438,8 +438,9 @@ class GroupCommit:
             if member not in asked:
                 asked.append(member)
         try:
-            batch = [["SMISMEMBER", key, *members] for key, members in reads.items()]
-            batch += _merged(commands)
+            batch = _merged(commands)
+            if reads:
+                batch = [("SMISMEMBER", key, *members) for key, members in reads.items()] + batch
             if self._cluster is not None:
                 replies = await _send_cluster_batch(self._cluster, batch)
             else:
@@ -453,19 +454,20 @@ class GroupCommit:
             if not isinstance(error, Exception):
                 raise
         else:
-            found: dict[tuple[str, str], bool] = {}
-            for (key, members), reply in zip(reads.items(), replies, strict=False):
-                for member, flag in zip(members, reply, strict=True):
-                    found[(key, member)] = bool(flag)
-            for key, member, check in checks:
-                if not check.done():
-                    check.set_result(found[(key, member)])
+            if checks:
+                found: dict[tuple[str, str], bool] = {}
+                for (key, members), reply in zip(reads.items(), replies, strict=False):
+                    for member, flag in zip(members, reply, strict=True):
+                        found[(key, member)] = bool(flag)
+                for key, member, check in checks:
+                    if not check.done():
+                        check.set_result(found[(key, member)])
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
 
 
-async def _send_batch(connection: AbstractConnection, commands: list[list[Any]]) -> list[Any]:
+async def _send_batch(connection: AbstractConnection, commands: list[Command]) -> list[Any]:
     """Write ``commands`` at once and read every reply; return the replies, or raise the
     first error reply.
 
@@ -474,7 +476,7 @@ async def _send_batch(connection: AbstractConnection, commands: list[list[Any]])
     Commands are packed by hiredis, in C: redis-py's asyncio connection packs in Python,
     which cost more than the embedded store's answer to a join.
     """
-    packed = b"".join([hiredis.pack_command(tuple(command)) for command in commands])
+    packed = b"".join([hiredis.pack_command(command) for command in commands])
     await connection.send_packed_command(packed)
     error: ResponseError | None = None
     replies: list[Any] = []
@@ -488,7 +490,7 @@ async def _send_batch(connection: AbstractConnection, commands: list[list[Any]])
     return replies
 
 
-async def _send_cluster_batch(cluster: RedisCluster, commands: list[list[Any]]) -> list[Any]:
+async def _send_cluster_batch(cluster: RedisCluster, commands: list[Command]) -> list[Any]:
     """Send ``commands`` as one non-transactional cluster pipeline (split by node, sent to
     each at once); return the replies, or raise the first error reply."""
     async with cluster.pipeline(transaction=False) as pipe:
@@ -502,7 +504,7 @@ async def _send_cluster_batch(cluster: RedisCluster, commands: list[list[Any]]) 
 _FOLDABLE = frozenset({"HSET", "HDEL", "SADD", "SREM"})
 
 
-def _merged(commands: list[Command]) -> list[list[Any]]:
+def _merged(commands: list[Command]) -> list[Command]:
     """Fold a batch into one multi-argument command per key and run of one command name.
 
     ``HSET k f1 v1`` + ``HSET k f2 v2`` becomes ``HSET k f1 v1 f2 v2`` (likewise SADD,
@@ -510,8 +512,11 @@ def _merged(commands: list[Command]) -> list[list[Any]]:
     command in Python) does far less work for one command with many arguments. Other
     commands (``PUBLISH``) are kept one by one. Each key keeps the order of its commands
     (a join then a leave of one member stay two commands in that order); commands on
-    different keys do not interact, so their relative order does not matter.
+    different keys do not interact, so their relative order does not matter. A batch with
+    no key twice (most are: one join) is returned as it is.
     """
+    if len(commands) < 2 or len({command[1] for command in commands}) == len(commands):
+        return commands
     by_key: dict[Any, list[list[Any]]] = {}
     for name, key, *args in commands:
         runs = by_key.get(key)
@@ -521,7 +526,7 @@ def _merged(commands: list[Command]) -> list[list[Any]]:
             runs[-1].extend(args)
         else:
             runs.append([name, key, *args])
-    return [run for runs in by_key.values() for run in runs]
+    return [tuple(run) for runs in by_key.values() for run in runs]
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
