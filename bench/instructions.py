@@ -84,6 +84,23 @@ def join(transport: str, socket_port: int, web_port: int) -> socket.socket:
     return sock
 
 
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    """A ``redis-server`` on a free loopback port, answering; the caller kills it."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", HOST, "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port)):
+            return process, f"redis://{HOST}:{port}/0"
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.1)
+
+
 class Node:
     """``roomcast start`` under callgrind, instrumentation off until asked."""
 
@@ -93,19 +110,8 @@ class Node:
         self.redis: subprocess.Popen[bytes] | None = None
         store: list[str] = []
         if redis:  # only this node's work is counted: Redis runs outside valgrind
-            redis_port = free_port()
-            self.redis = subprocess.Popen(
-                ["redis-server", "--port", str(redis_port), "--bind", HOST, "--save", ""],
-                stdout=subprocess.DEVNULL,
-            )
-            deadline = time.monotonic() + 10
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection((HOST, redis_port)):
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.1)
-            store = ["--redis-url", f"redis://{HOST}:{redis_port}/0"]
+            self.redis, url = start_redis()
+            store = ["--redis-url", url]
         # No WebSocket pings: these clients do not answer them, and the runs are long.
         with open(f"{self.folder}/node.toml", "w") as config:
             config.write("[web]\nheartbeat = 0\n")
@@ -231,6 +237,7 @@ def connect(node: Node, transport: str, count: int, close: bool) -> dict[str, fl
     for _ in range(30):  # warm-up
         one()
     time.sleep(1.0)
+
     def measured() -> None:
         for _ in range(count):
             one()

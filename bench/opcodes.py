@@ -20,7 +20,6 @@ is the one to quote. Tracing makes the node some 20 times slower. Not part of th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -35,7 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from instructions import HOST, free_port, join
+from instructions import free_port, join, start_redis
 
 
 def traced_node(arguments: list[str]) -> None:
@@ -80,19 +79,8 @@ def connect(transport: str, count: int, out: str, redis: bool) -> None:
     store: list[str] = []
     redis_server = None
     if redis:
-        redis_port = free_port()
-        redis_server = subprocess.Popen(
-            ["redis-server", "--port", str(redis_port), "--bind", HOST, "--save", ""],
-            stdout=subprocess.DEVNULL,
-        )
-        store = ["--redis-url", f"redis://{HOST}:{redis_port}/0"]
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection((HOST, redis_port)):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.1)
+        redis_server, url = start_redis()
+        store = ["--redis-url", url]
     log_path = Path(folder, "node.log")
     command = [
         sys.executable,
