@@ -473,8 +473,8 @@ async def _send_batch(connection: AbstractConnection, commands: list[Command]) -
 
     All replies are read before raising, so the connection stays in step for the next
     batch (redis-py closes it itself when a read fails or is cancelled halfway).
-    Commands are packed by hiredis, in C: redis-py's asyncio connection packs in Python,
-    which cost more than the embedded store's answer to a join.
+    Commands are packed by hiredis, in C: redis-py's asyncio connection packs them in
+    Python, some 800 opcodes for a join's write (and for each publish of the bus).
     """
     packed = b"".join([hiredis.pack_command(command) for command in commands])
     await connection.send_packed_command(packed)
