@@ -137,6 +137,7 @@ class Node:
         deadline = time.monotonic() + 120
         while b"roomcast ready" not in Path(f"{self.folder}/node.log").read_bytes():
             if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()  # the Redis it started too
                 raise RuntimeError(f"the node did not start: see {self.folder}/node.log")
             time.sleep(0.5)
 

@@ -62,7 +62,10 @@ def traced_node(arguments: list[str]) -> None:
     def dump(*_: object) -> None:
         counting[0] = False
         rows = [[path, name, count] for (path, name), count in counts.items()]
-        Path(os.environ["ROOMCAST_OPCODES_OUT"]).write_text(json.dumps(rows))
+        out = Path(os.environ["ROOMCAST_OPCODES_OUT"])
+        partial = out.with_name(out.name + ".partial")
+        partial.write_text(json.dumps(rows))
+        partial.replace(out)  # whole, or not there: the reader polls for it
 
     signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGUSR2, dump)
@@ -116,11 +119,10 @@ def connect(transport: str, count: int, out: str, redis: bool) -> None:
         Path(out).unlink(missing_ok=True)
         node.send_signal(signal.SIGUSR2)
         deadline = time.monotonic() + 30
-        while not Path(out).exists() or not Path(out).stat().st_size:
+        while not Path(out).exists():
             if time.monotonic() > deadline:
                 raise RuntimeError("the node wrote no counts")
             time.sleep(0.2)
-        time.sleep(0.5)  # the write may still be under way
     finally:
         for sock in kept:
             sock.close()

@@ -439,7 +439,7 @@ class GroupCommit:
                 asked.append(member)
         try:
             batch = _merged(commands)
-            if reads:
+            if checks:
                 batch = [("SMISMEMBER", key, *members) for key, members in reads.items()] + batch
             if self._cluster is not None:
                 replies = await _send_cluster_batch(self._cluster, batch)
